@@ -1,0 +1,51 @@
+# Two entry points that work on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APP_STAMP := $(VENV)/.forgeloop-app
+DEV_STAMP := $(VENV)/.forgeloop-dev
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-dev browser lint bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(APP_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(APP_STAMP)
+
+install: $(APP_STAMP)
+install-dev: $(DEV_STAMP)
+
+run: install
+	$(PY) launch.py $(ARGS)
+
+# Headless Chromium for the browser tests: Debian's package, never `playwright install`.
+# Without root (or passwordless sudo) it only warns; the browser tests then skip with
+# a visible reason, except under CI=true where they fail.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "warning: no chromium and no root to install it; browser tests will skip" >&2; exit 0; fi; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null || \
+	echo "warning: apt-get install chromium failed; browser tests will skip" >&2
+
+test: install-dev browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(PY) -m ruff check app tabs tests bench launch.py
+
+bench: install-dev
+	$(PY) bench/startup.py
+
+clean-venv:
+	rm -rf $(VENV)

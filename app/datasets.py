@@ -1,0 +1,296 @@
+"""Register datasets: validate rows, store a normalised copy, and name it in the
+storage-side ``dataset_info.json`` that LLaMA-Factory reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.tables import Dataset
+from app.workbench import Workbench
+
+# Which formats each training kind accepts.
+KIND_FORMATS = {
+    "sft": ("alpaca", "messages"),
+    "dpo": ("preference",),
+    "kto": ("kto",),
+    "cpt": ("text",),
+}
+MESSAGE_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
+    """The LLaMA-Factory ``dataset_info.json`` entry for a stored file of ``fmt``."""
+    if fmt == "alpaca":
+        cols = {"prompt": "instruction", "query": "input", "response": "output"}
+        return {"file_name": file_name, "columns": cols}
+    if fmt == "text":
+        return {"file_name": file_name, "columns": {"prompt": "text"}}
+    entry: dict[str, Any] = {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": dict(MESSAGE_TAGS),
+    }
+    if fmt == "preference":
+        entry["ranking"] = True
+        entry["columns"].update(chosen="chosen", rejected="rejected")
+    if fmt == "kto":
+        entry["columns"]["kto_tag"] = "label"
+    return entry
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    if "chosen" in row and "rejected" in row:
+        return "preference"
+    if "messages" in row and "label" in row:
+        return "kto"
+    if "messages" in row:
+        return "messages"
+    if "instruction" in row:
+        return "alpaca"
+    if "text" in row:
+        return "text"
+    raise InvalidInput(
+        f"cannot tell the dataset format from the columns {sorted(row)}; expected "
+        "instruction/output, messages, chosen/rejected or text"
+    )
+
+
+def _nonempty_str(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _check_message(msg: Any, where: str) -> dict[str, str]:
+    if not isinstance(msg, dict) or not _nonempty_str(msg.get("content")):
+        raise InvalidInput(f"{where}: each message needs a non-empty 'content'")
+    if msg.get("role") not in ("system", "user", "assistant"):
+        raise InvalidInput(f"{where}: role must be system, user or assistant, got {msg.get('role')!r}")
+    return {"role": msg["role"], "content": msg["content"]}
+
+
+def _check_turns(messages: Any, where: str, end_with: str) -> list[dict[str, str]]:
+    """Check LLaMA-Factory's sharegpt rules, which otherwise skip a row with only a warning."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput(f"{where}: 'messages' must be a non-empty list")
+    msgs = [_check_message(m, where) for m in messages]
+    body = msgs[1:] if msgs[0]["role"] == "system" else msgs
+    for i, m in enumerate(body):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != want:
+            raise InvalidInput(f"{where}: message {i + 1} should be from {want}, not {m['role']}")
+    if not body or body[-1]["role"] != end_with:
+        raise InvalidInput(f"{where}: the conversation must end with a {end_with} message")
+    return msgs
+
+
+def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
+    """Validate one row of ``fmt`` and return it in the stored shape."""
+    if not isinstance(row, dict):
+        raise InvalidInput(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if fmt == "alpaca":
+        if not _nonempty_str(row.get("instruction")) or not _nonempty_str(row.get("output")):
+            raise InvalidInput(f"{where}: 'instruction' and 'output' must be non-empty strings")
+        inp = row.get("input") or ""
+        if not isinstance(inp, str):
+            raise InvalidInput(f"{where}: 'input' must be a string")
+        return {"instruction": row["instruction"], "input": inp, "output": row["output"]}
+    if fmt == "text":
+        if not _nonempty_str(row.get("text")):
+            raise InvalidInput(f"{where}: 'text' must be a non-empty string")
+        return {"text": row["text"]}
+    if fmt == "messages":
+        return {"messages": _check_turns(row.get("messages"), where, end_with="assistant")}
+    if fmt == "preference":
+        out = {"messages": _check_turns(row.get("messages"), where, end_with="user")}
+        for side in ("chosen", "rejected"):
+            msg = row.get(side)
+            if isinstance(msg, str):  # plain answers are accepted and wrapped
+                msg = {"role": "assistant", "content": msg}
+            msg = _check_message(msg, f"{where} ({side})")
+            if msg["role"] != "assistant":
+                raise InvalidInput(f"{where}: '{side}' must be an assistant message")
+            out[side] = msg
+        if out["chosen"]["content"] == out["rejected"]["content"]:
+            raise InvalidInput(f"{where}: 'chosen' and 'rejected' are identical")
+        return out
+    if fmt == "kto":
+        if not isinstance(row.get("label"), bool):
+            raise InvalidInput(f"{where}: 'label' must be true or false")
+        msgs = _check_turns(row.get("messages"), where, end_with="assistant")
+        return {"messages": msgs, "label": row["label"]}
+    raise InvalidInput(f"unknown dataset format {fmt!r}")
+
+
+def read_rows(path: Path) -> list[Any]:
+    """Read a JSONL or JSON file; any problem becomes an InvalidInput naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"dataset file {path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"cannot read {path.name}: {e}") from e
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{path.name} is not valid JSON: {e}") from e
+        if not isinstance(data, list):
+            raise InvalidInput(f"{path.name}: expected a JSON list of rows")
+        return data
+    if suffix not in (".jsonl", ".ndjson"):
+        raise InvalidInput(f"{path.name}: supported files are .jsonl and .json")
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{path.name} line {n} is not valid JSON: {e.msg}") from e
+    return rows
+
+
+def validate_rows(rows: list[Any], kind: str, fmt: str | None = None) -> tuple[str, list[dict]]:
+    """Return (format, normalised rows) or raise InvalidInput on the first bad row."""
+    if kind not in KIND_FORMATS:
+        raise InvalidInput(f"dataset kind must be one of {sorted(KIND_FORMATS)}, got {kind!r}")
+    if not rows:
+        raise InvalidInput("the dataset has no rows")
+    first = rows[0] if isinstance(rows[0], dict) else {}
+    fmt = fmt or detect_format(first)
+    if fmt not in KIND_FORMATS[kind]:
+        raise InvalidInput(
+            f"a {kind} dataset must be {' or '.join(KIND_FORMATS[kind])}, but the rows are {fmt}"
+        )
+    return fmt, [normalise_row(r, fmt, f"row {i + 1}") for i, r in enumerate(rows)]
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def info_path(wb: Workbench) -> Path:
+    return wb.settings.datasets_dir / "dataset_info.json"
+
+
+def _update_info(wb: Workbench, name: str, entry: dict[str, Any] | None) -> None:
+    path = info_path(wb)
+    info = json.loads(path.read_text()) if path.exists() else {}
+    if entry is None:
+        info.pop(name, None)
+    else:
+        info[name] = entry
+    _atomic_write(path, json.dumps(info, indent=2, sort_keys=True))
+
+
+def register_rows(
+    wb: Workbench,
+    name: str,
+    kind: str,
+    rows: list[Any],
+    fmt: str | None = None,
+    source: str = "upload",
+    meta: dict[str, Any] | None = None,
+) -> Dataset:
+    """Validate ``rows``, store them under ``name`` and return the new Dataset row.
+
+    Nothing is left behind on failure: the file and the dataset_info entry are
+    written only after every row passed, and rolled back if the DB insert fails.
+    """
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(
+            f"dataset name {name!r} must be 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    fmt, clean = validate_rows(rows, kind, fmt)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    file_name = f"{name}.jsonl"
+    target = wb.settings.datasets_dir / file_name
+    with wb.files_lock:
+        with wb.session() as s:
+            if s.exec(select(Dataset).where(Dataset.name == name)).first():
+                raise Conflict(f"a dataset named {name!r} already exists")
+        if target.exists():
+            raise Conflict(f"{target} already exists; pick another dataset name")
+        _atomic_write(target, body)
+        try:
+            _update_info(wb, name, dataset_info_entry(fmt, file_name))
+            ds = Dataset(
+                name=name,
+                kind=kind,
+                format=fmt,
+                path=str(target),
+                num_rows=len(clean),
+                sha256=digest,
+                source=source,
+                meta=meta or {},
+            )
+            with wb.session() as s:
+                s.add(ds)
+                s.commit()
+                s.refresh(ds)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            _update_info(wb, name, None)
+            raise
+    return ds
+
+
+def register_file(
+    wb: Workbench, path: Path | str, name: str, kind: str, fmt: str | None = None
+) -> Dataset:
+    """Register a JSONL/JSON file as a dataset of ``kind`` (sft, dpo, kto, cpt)."""
+    return register_rows(wb, name, kind, read_rows(Path(path)), fmt=fmt, meta={"origin": str(path)})
+
+
+def list_datasets(wb: Workbench, kind: str | None = None) -> list[Dataset]:
+    with wb.session() as s:
+        q = select(Dataset).order_by(Dataset.id)
+        if kind:
+            q = q.where(Dataset.kind == kind)
+        return list(s.exec(q))
+
+
+def get_dataset(wb: Workbench, dataset_id: int) -> Dataset:
+    with wb.session() as s:
+        ds = s.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound(f"no dataset with id {dataset_id}")
+    return ds
+
+
+def preview(wb: Workbench, dataset_id: int, limit: int = 5) -> list[dict]:
+    ds = get_dataset(wb, dataset_id)
+    out = []
+    with open(ds.path, encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line))
+            if len(out) >= limit:
+                break
+    return out

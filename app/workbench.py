@@ -1,0 +1,43 @@
+"""The application object: settings, database, job runner and model cache in one place.
+
+`launch.py` builds exactly one; tests build their own over a temporary storage dir.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlmodel import Session
+
+from app.db import make_engine, migrate
+from app.settings import Settings
+
+
+class Workbench:
+    def __init__(self, settings: Settings, start_jobs: bool = True) -> None:
+        from app.chat_engines import ChatCache
+        from app.jobs import JobRunner
+
+        self.settings = settings
+        for d in (settings.home, settings.datasets_dir, settings.runs_dir, settings.models_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.db_url)
+        self.schema_version = migrate(self.engine)
+        # Serialises writers of storage-side files such as dataset_info.json.
+        self.files_lock = threading.Lock()
+        self.jobs = JobRunner(self)
+        self.chat = ChatCache()
+        if start_jobs:
+            self.jobs.start()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.chat.clear()
+        self.engine.dispose()

@@ -1,0 +1,34 @@
+"""Small helpers shared by the tabs: choices for dropdowns and error display."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+import gradio as gr
+
+from app.datasets import list_datasets
+from app.errors import ForgeloopError
+from app.registry import list_models
+from app.workbench import Workbench
+
+
+def model_choices(wb: Workbench) -> list[tuple[str, int]]:
+    return [(f"{m.name} ({m.kind})", m.id) for m in list_models(wb)]
+
+
+def dataset_choices(wb: Workbench, kind: str | None = None) -> list[tuple[str, int]]:
+    return [(f"{d.name} · {d.kind} · {d.num_rows} rows", d.id) for d in list_datasets(wb, kind)]
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show a ForgeloopError as a Gradio error message instead of a stack trace."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ForgeloopError as e:
+            raise gr.Error(str(e)) from e
+
+    return wrapper

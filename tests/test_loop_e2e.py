@@ -1,0 +1,74 @@
+"""The walking skeleton of the loop, through app functions only:
+dataset → SFT → arena battle and votes → DPO dataset → DPO run, with lineage."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app import arena, datasets, lf_loader, preference_export, registry, training
+from app.chat_engines import GenSettings
+from tests.conftest import FAST, ROOT
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["What color is the sky?", "What does a cat say?", "Hello!", "What is 2 plus 3?",
+           "What is the opposite of hot?", "Which day comes after Monday?"]
+
+
+def test_whole_loop(wb, starter):
+    # 1. A dataset: the shipped sample, registered like any upload.
+    sft_data = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
+    assert sft_data.num_rows > 100
+    assert lf_loader.loadable_rows(wb, sft_data, starter) == sft_data.num_rows
+
+    # 2. SFT (LoRA) through a real llamafactory-cli subprocess.
+    run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sft_data.id],
+                                                       name="sft-1", overrides=FAST))
+    run = wb.jobs.wait(run.id, timeout=600)
+    assert run.status == "succeeded", run.error
+    out = Path(run.output_dir)
+    assert (out / "adapter_model.safetensors").is_file()
+    ran = yaml.safe_load((out.parent / "config.yaml").read_text())
+    assert ran["stage"] == "sft" and ran["dataset"] == "sft-data" and ran["template"] == "chatml"
+    log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert run.metrics["final_loss"] == losses[-1] > 0
+    assert run.metrics["first_loss"] == losses[0]
+    assert run.metrics["steps"] == log[-1]["total_steps"] == len(losses)
+    sft_model = registry.get_model(wb, run.output_model_id)
+    assert (sft_model.kind, sft_model.parent_id, sft_model.run_id) == ("adapter", starter.id, run.id)
+    assert training.shell_command(run).startswith("llamafactory-cli train ")
+
+    # 3. Arena: the same prompts to base and fine-tune; votes stored.
+    gen = GenSettings(temperature=0.0, max_new_tokens=16)
+    for i, prompt in enumerate(PROMPTS):
+        battle = arena.new_battle(wb, starter.id, sft_model.id, gen=gen)
+        turn = arena.play_turn(wb, battle.id, prompt)
+        assert turn.answer_a.strip() and turn.answer_b.strip()
+        assert turn.messages == [{"role": "user", "content": prompt}]
+        assert turn.timings["a"]["ttft_s"] is not None
+        arena.vote(wb, battle.id, ["b", "a", "tie", "b", "both_bad", "b"][i])
+    assert arena.reveal(wb, battle.id) == {"a": "starter", "b": sft_model.name}
+
+    # 4. Votes → a DPO dataset LLaMA-Factory accepts row for row.
+    rows, vote_ids = preference_export.preference_rows(wb)
+    decisive = [r for r in rows if r["chosen"]["content"] != r["rejected"]["content"]]
+    assert len(rows) == len(decisive) >= 3  # ties and both-bad are not pairs
+    dpo_data = preference_export.build_dpo_dataset(wb, "votes-1")
+    assert dpo_data.source == "votes" and dpo_data.meta["vote_ids"] == vote_ids
+    assert lf_loader.loadable_rows(wb, dpo_data, starter) == dpo_data.num_rows == len(rows)
+
+    # 5. DPO on the votes, on top of the SFT model; lineage reaches the votes.
+    run2 = training.start_run(wb, training.TrainRequest("dpo_lora", sft_model.id, [dpo_data.id],
+                                                        name="dpo-1", overrides=FAST))
+    run2 = wb.jobs.wait(run2.id, timeout=600)
+    assert run2.status == "succeeded", run2.error
+    assert "final_loss" in run2.metrics and "final_accuracy" in run2.metrics
+    chain = registry.lineage(wb, run2.output_model_id)
+    assert [c["name"] for c in chain] == ["dpo-1", "sft-1", "starter"]
+    assert chain[0]["datasets"] == [{"id": dpo_data.id, "name": "votes-1", "source": "votes"}]
+    dpo_model = registry.get_model(wb, run2.output_model_id)
+    assert dpo_model.adapter_path.split(",") == [run.output_dir, run2.output_dir]
+    # The new model answers in the arena like any other.
+    assert wb.chat.complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()

