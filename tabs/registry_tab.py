@@ -23,7 +23,7 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
 
 
 def lineage_text(wb: Workbench, model_id: int | None) -> str:
-    if model_id is None:
+    if not model_id:
         return ""
     lines = []
     for step in registry.lineage(wb, int(model_id)):

@@ -1,0 +1,79 @@
+"""Click through the four tabs in headless Chromium, as a person would."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app import registry
+from app.settings import Settings
+from tests.conftest import ServerThread, make_workbench
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+def _need_browser():
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is not installed, and CI=true requires the browser tests to run")
+    pytest.skip("chromium is not installed (run `make browser` as root to install it)")
+
+
+@pytest.fixture
+def page():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path, starter_dir):
+    import launch
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    registry.register_base_model(wb, "starter", str(starter_dir))
+    wb.close()
+    app, _, wb = launch.build_server(Settings(home=home))
+    with ServerThread(app) as srv:
+        yield srv
+    wb.close()
+
+
+def test_click_through_the_four_tabs(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="Forgeloop")).to_be_visible()
+
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("button", name="Register the sample SFT dataset").click()
+    expect(page.get_by_text("Registered sample-sft")).to_be_visible()
+    expect(page.get_by_text("sample-sft").last).to_be_visible()
+
+    page.get_by_role("tab", name="Train").click()
+    expect(page.get_by_role("button", name="Start training")).to_be_visible()
+    expect(page.get_by_text("Equivalent command")).to_be_visible()
+
+    page.get_by_role("tab", name="Arena").click()
+    expect(page.get_by_role("button", name="A is better")).to_be_visible()
+    expect(page.get_by_role("button", name="Both are bad")).to_be_visible()
+
+    page.get_by_role("tab", name="Registry").click()
+    expect(page.get_by_role("button", name="Register base model")).to_be_visible()
+    expect(page.locator("table").get_by_text("starter", exact=True).first).to_be_visible()
+
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "registry.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
