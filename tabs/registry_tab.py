@@ -7,7 +7,7 @@ import pandas as pd
 
 from app import registry
 from app.workbench import Workbench
-from tabs.common import user_errors
+from tabs.common import model_choices, user_errors
 
 
 def models_frame(wb: Workbench) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def build(wb: Workbench) -> gr.Tab:
             add = gr.Button("Register base model")
         status = gr.Markdown()
         table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False)
-        pick = gr.Number(label="Show lineage of model id", precision=0)
+        pick = gr.Dropdown(model_choices(wb), label="Show lineage of")
         lineage = gr.Markdown()
 
         @user_errors
@@ -69,6 +69,7 @@ def build(wb: Workbench) -> gr.Tab:
         starter.click(on_starter, None, [status, table, starter_box], api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
-        tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb))),
-                   None, [table, starter_box], show_api=False)
+        tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
+                            gr.update(choices=model_choices(wb))),
+                   None, [table, starter_box, pick], show_api=False)
     return tab
