@@ -31,6 +31,7 @@ def build_server(settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
+    from app.api import api_auth, training_router
     from app.workbench import Workbench
     from tabs import build_ui
 
@@ -41,6 +42,8 @@ def build_server(settings: Settings):
     @server.get("/healthz")
     def healthz() -> dict:
         return {"ok": True, "schema": wb.schema_version}
+
+    server.include_router(training_router(wb), dependencies=api_auth(settings))
 
     server = gr.mount_gradio_app(server, demo, path="/", auth=list(settings.auth) or None)
     return server, demo, wb

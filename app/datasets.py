@@ -58,7 +58,7 @@ def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
 def detect_format(row: dict[str, Any]) -> str:
     if "chosen" in row and "rejected" in row:
         return "preference"
-    if "messages" in row and "label" in row:
+    if "label" in row and ("messages" in row or "completion" in row):
         return "kto"
     if "messages" in row:
         return "messages"
@@ -68,7 +68,8 @@ def detect_format(row: dict[str, Any]) -> str:
         return "text"
     raise InvalidInput(
         f"cannot tell the dataset format from the columns {sorted(row)}; expected "
-        "instruction/output, messages, chosen/rejected or text"
+        "instruction/output, messages, prompt+chosen/rejected, prompt+completion+label or text "
+        "(map your columns onto these names)"
     )
 
 
@@ -99,6 +100,16 @@ def _check_turns(messages: Any, where: str, end_with: str) -> list[dict[str, str
     return msgs
 
 
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    return None
+
+
 def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
     """Validate one row of ``fmt`` and return it in the stored shape."""
     if not isinstance(row, dict):
@@ -116,6 +127,11 @@ def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
         return {"text": row["text"]}
     if fmt == "messages":
         return {"messages": _check_turns(row.get("messages"), where, end_with="assistant")}
+    if fmt in ("preference", "kto") and "messages" not in row and _nonempty_str(row.get("prompt")):
+        # Flat rows (a prompt column) become a one-turn conversation.
+        row = dict(row, messages=[{"role": "user", "content": row["prompt"]}])
+        if fmt == "kto" and _nonempty_str(row.get("completion")):
+            row["messages"].append({"role": "assistant", "content": row["completion"]})
     if fmt == "preference":
         out = {"messages": _check_turns(row.get("messages"), where, end_with="user")}
         for side in ("chosen", "rejected"):
@@ -130,23 +146,57 @@ def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
             raise InvalidInput(f"{where}: 'chosen' and 'rejected' are identical")
         return out
     if fmt == "kto":
-        if not isinstance(row.get("label"), bool):
+        label = _as_bool(row.get("label"))
+        if label is None:
             raise InvalidInput(f"{where}: 'label' must be true or false")
         msgs = _check_turns(row.get("messages"), where, end_with="assistant")
-        return {"messages": msgs, "label": row["label"]}
+        return {"messages": msgs, "label": label}
     raise InvalidInput(f"unknown dataset format {fmt!r}")
 
 
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+
+
+def _decode_json_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells holding JSON lists/objects (e.g. a messages column) become Python values."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+        out[k] = v
+    return out
+
+
 def read_rows(path: Path) -> list[Any]:
-    """Read a JSONL or JSON file; any problem becomes an InvalidInput naming the line."""
+    """Read JSONL, JSON, CSV or Parquet; any problem becomes an InvalidInput naming it."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"dataset file {path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InvalidInput(f"{path.name}: supported files are {', '.join(SUPPORTED_SUFFIXES)}")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise InvalidInput(f"cannot read {path.name} as Parquet: {e}") from e
+    if suffix == ".csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise InvalidInput(f"cannot read {path.name} as CSV: {e}") from e
+        return [_decode_json_cells(r) for r in frame.to_dict("records")]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidInput(f"cannot read {path.name}: {e}") from e
-    suffix = path.suffix.lower()
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -155,8 +205,6 @@ def read_rows(path: Path) -> list[Any]:
         if not isinstance(data, list):
             raise InvalidInput(f"{path.name}: expected a JSON list of rows")
         return data
-    if suffix not in (".jsonl", ".ndjson"):
-        raise InvalidInput(f"{path.name}: supported files are .jsonl and .json")
     rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -166,6 +214,42 @@ def read_rows(path: Path) -> list[Any]:
         except json.JSONDecodeError as e:
             raise InvalidInput(f"{path.name} line {n} is not valid JSON: {e.msg}") from e
     return rows
+
+
+def apply_column_map(rows: list[Any], column_map: dict[str, str] | None) -> list[Any]:
+    """Rename source columns to the names Forgeloop expects ({target: source})."""
+    if not column_map:
+        return rows
+    column_map = {t: src for t, src in column_map.items() if src}
+    present = set().union(*(r.keys() for r in rows if isinstance(r, dict))) if rows else set()
+    missing = sorted(src for src in column_map.values() if src not in present)
+    if missing:
+        raise InvalidInput(f"columns not in the file: {', '.join(missing)} (it has {sorted(present)})")
+    sources = set(column_map.values())
+    out = []
+    for r in rows:
+        if not isinstance(r, dict):
+            out.append(r)
+            continue
+        new = {k: v for k, v in r.items() if k not in sources}
+        new.update({t: r.get(src) for t, src in column_map.items()})
+        out.append(new)
+    return out
+
+
+def inspect_file(
+    path: Path | str, kind: str, column_map: dict[str, str] | None = None, limit: int = 5
+) -> dict[str, Any]:
+    """What registering would store: columns, format, row count, a preview, or the error."""
+    rows = read_rows(Path(path))
+    columns = sorted(set().union(*(r.keys() for r in rows if isinstance(r, dict)))) if rows else []
+    info: dict[str, Any] = {"columns": columns, "total": len(rows)}
+    try:
+        fmt, clean = validate_rows(apply_column_map(rows, column_map), kind)
+        info.update(format=fmt, preview=clean[:limit], error=None)
+    except InvalidInput as e:
+        info.update(format=None, preview=rows[:limit], error=str(e))
+    return info
 
 
 def validate_rows(rows: list[Any], kind: str, fmt: str | None = None) -> tuple[str, list[dict]]:
@@ -263,10 +347,18 @@ def register_rows(
 
 
 def register_file(
-    wb: Workbench, path: Path | str, name: str, kind: str, fmt: str | None = None
+    wb: Workbench,
+    path: Path | str,
+    name: str,
+    kind: str,
+    fmt: str | None = None,
+    column_map: dict[str, str] | None = None,
 ) -> Dataset:
-    """Register a JSONL/JSON file as a dataset of ``kind`` (sft, dpo, kto, cpt)."""
-    return register_rows(wb, name, kind, read_rows(Path(path)), fmt=fmt, meta={"origin": str(path)})
+    """Register a JSONL/JSON/CSV/Parquet file as a dataset of ``kind`` (sft, dpo, kto, cpt),
+    renaming columns with ``column_map`` ({expected name: column in the file})."""
+    rows = apply_column_map(read_rows(Path(path)), column_map)
+    meta = {"origin": Path(path).name, "column_map": column_map or {}}
+    return register_rows(wb, name, kind, rows, fmt=fmt, meta=meta)
 
 
 def list_datasets(wb: Workbench, kind: str | None = None) -> list[Dataset]:

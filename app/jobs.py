@@ -122,33 +122,35 @@ class JobRunner:
         self._wake.set()
         return run
 
-    def _next_queued(self) -> Run | None:
+    def _startable(self) -> list[Run]:
+        """Queued runs, oldest first, whose GPUs no running run holds (one job per GPU set)."""
         with self.wb.session() as s:
-            busy = s.exec(select(Run).where(Run.status == "running")).first()
-            if busy is not None:
-                return None
-            q = select(Run).where(Run.status == "queued").order_by(Run.id)
-            return s.exec(q).first()
+            held: set[str] = set()
+            for r in s.exec(select(Run).where(Run.status == "running")):
+                held |= _devices(r)
+            out = []
+            for r in s.exec(select(Run).where(Run.status == "queued").order_by(Run.id)):
+                if not (_devices(r) & held):
+                    out.append(r)
+                    held |= _devices(r)
+            return out
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            run = self._next_queued()
-            if run is None:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
-            try:
-                self._run_one(run)
-            except Exception as e:  # never let one bad run kill the scheduler
-                self._finish(run.id, None, error=f"{type(e).__name__}: {e}")
+            for run in self._startable():
+                try:
+                    self._launch(run)
+                except Exception as e:  # never let one bad run kill the scheduler
+                    self._finish(run.id, None, error=f"could not start: {type(e).__name__}: {e}")
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
 
     # -- one run -------------------------------------------------------------
-    def _run_one(self, run: Run) -> None:
+    def _launch(self, run: Run) -> None:
         from app.training import launch_command, launch_env
 
         run_dir = Path(run.output_dir).parent
-        log = open(run_dir / LOG_NAME, "ab")
-        try:
+        with open(run_dir / LOG_NAME, "ab") as log:
             proc = subprocess.Popen(
                 launch_command(run),
                 cwd=run_dir,
@@ -158,8 +160,6 @@ class JobRunner:
                 start_new_session=True,
                 env=launch_env(self.wb, run),
             )
-        finally:
-            log.close()
         import psutil
 
         with self.wb.session() as s:
@@ -172,9 +172,13 @@ class JobRunner:
             s.commit()
         self._procs[run.id] = proc
         self._notify()
+        threading.Thread(target=self._wait_child, args=(run.id, proc), daemon=True).start()
+
+    def _wait_child(self, run_id: int, proc: subprocess.Popen) -> None:
         rc = proc.wait()
-        self._procs.pop(run.id, None)
-        self._finish(run.id, rc)
+        self._procs.pop(run_id, None)
+        if not self._stopping.is_set():  # else the next app's reconcile() settles the run
+            self._finish(run_id, rc)
 
     def _watch_foreign(self, run_id: int) -> None:
         """Wait for a trainer started by an earlier app process (not our child)."""
@@ -243,6 +247,10 @@ class JobRunner:
             tail = self._tails[run.id] = TrainerLogTail(Path(run.output_dir) / TRAINER_LOG)
         tail.poll()
         return tail
+
+
+def _devices(run: Run) -> set[str]:
+    return set(filter(None, run.gpus.split(","))) or {"cpu"}
 
 
 def _signal_tree(pid: int | None, sig: int) -> None:

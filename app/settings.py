@@ -28,8 +28,11 @@ class Settings:
     share: bool = False
     auth: tuple[tuple[str, str], ...] = ()
     database_url: str | None = None
-    # Environment passed to every training subprocess on top of os.environ.
+    # Environment passed to every training subprocess on top of os.environ
+    # (e.g. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT for several machines).
     job_env: dict[str, str] = field(default_factory=dict)
+    # Let training overrides use trust_remote_code and files outside storage/recipes.
+    allow_unsafe_overrides: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())

@@ -63,7 +63,14 @@ class Run(SQLModel, table=True):
     model_id: int = Field(foreign_key="models.id")
     dataset_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON))
     recipe: str | None = None
+    # What the user asked for (recipe, overrides, GPUs): the basis of a re-run.
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # The exact LLaMA-Factory YAML, as written to config.yaml.
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # Extra environment for the trainer (CUDA_VISIBLE_DEVICES, FORCE_TORCHRUN, ...).
+    env: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    # GPU indexes the run holds ("" = CPU); runs sharing a GPU never overlap.
+    gpus: str = ""
     output_dir: str
     pid: int | None = None
     # Process start time, so a reused pid is not mistaken for our trainer.

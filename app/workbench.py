@@ -29,6 +29,7 @@ class Workbench:
         self.files_lock = threading.Lock()
         self.jobs = JobRunner(self)
         self.chat = ChatCache()
+        self._hardware = None
         if start_jobs:
             self.jobs.start()
 
@@ -36,6 +37,14 @@ class Workbench:
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
+
+    def hardware(self, refresh: bool = False):
+        """GPUs and libraries, detected once (refresh for live memory figures)."""
+        from app.hardware import detect
+
+        if refresh or self._hardware is None:
+            self._hardware = detect()
+        return self._hardware
 
     def close(self) -> None:
         self.jobs.stop()

@@ -1,24 +1,45 @@
-"""Train tab: pick a recipe, a model and data; start; watch progress and loss."""
+"""Train tab: pick a recipe, a model and data; start; watch progress and loss; manage runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
+import yaml
 
 from app import training
+from app.overrides import parse_advanced
 from app.workbench import Workbench
 from tabs.common import dataset_choices, model_choices, user_errors
 
-RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model"]
+RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
+# Form fields mapped onto LLaMA-Factory keys; the recipe's value is the default.
+FIELDS = {
+    "num_train_epochs": ("Epochs", 3.0),
+    "learning_rate": ("Learning rate", 1e-4),
+    "per_device_train_batch_size": ("Batch size per device", 4),
+    "cutoff_len": ("Max tokens per example", 1024),
+    "lora_rank": ("LoRA rank", 8),
+}
 
 
 def runs_frame(wb: Workbench) -> pd.DataFrame:
     rows = [
         {"id": r.id, "name": r.name, "stage": r.stage, "status": r.status,
-         "final_loss": r.metrics.get("final_loss"), "model": r.output_model_id or ""}
+         "final_loss": r.metrics.get("final_loss"), "model": r.output_model_id or "",
+         "gpus": r.gpus or "cpu"}
         for r in training.list_runs(wb)
     ]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def run_choices(wb: Workbench) -> list[tuple[str, int]]:
+    return [(f"#{r.id} {r.name} ({r.status})", r.id) for r in training.list_runs(wb)]
+
+
+def gpu_choices(wb: Workbench) -> list[tuple[str, int]]:
+    return [(g.label, g.index) for g in wb.hardware().gpus]
 
 
 def progress_html(view: dict) -> str:
@@ -26,80 +47,203 @@ def progress_html(view: dict) -> str:
     eta = f" · ETA {view['eta']}" if view["status"] == "running" and view["eta"] else ""
     return (
         f"<div class='fl-progress' data-status='{view['status']}'>"
-        f"<b>{view['name']}</b> — {view['status']} · step {view['step']}/{view['total_steps']}{eta}"
+        f"<b>{view['name']}</b> — <span class='fl-status'>{view['status']}</span> · "
+        f"step {view['step']}/{view['total_steps']} · {pct:.0f}%{eta}"
         f"<div style='background:#ddd;border-radius:4px;height:14px'>"
         f"<div style='background:#4a7;width:{pct:.1f}%;height:14px;border-radius:4px'></div>"
         f"</div></div>"
     )
 
 
+@dataclass
+class Form:
+    recipe: gr.Dropdown
+    about: gr.Markdown
+    model: gr.Dropdown
+    data: gr.Dropdown
+    name: gr.Textbox
+    fields: dict[str, gr.Number]
+    val_size: gr.Slider
+    gpus: gr.CheckboxGroup
+    deepspeed: gr.Dropdown
+    advanced: gr.Code
+    start: gr.Button
+
+
+def build_form(wb: Workbench, recipes: dict[str, training.Recipe]) -> Form:
+    with gr.Row():
+        recipe = gr.Dropdown([(r.title, r.name) for r in recipes.values()], value="sft_lora",
+                             label="Recipe", scale=2)
+        model = gr.Dropdown(model_choices(wb), label="Start from model", scale=2)
+        data = gr.Dropdown(dataset_choices(wb, "sft"), multiselect=True, label="Datasets", scale=3)
+    about = gr.Markdown(recipes["sft_lora"].description if "sft_lora" in recipes else "")
+    with gr.Row():
+        name = gr.Textbox(label="Run name (optional)")
+        fields = {key: gr.Number(value=default, label=label) for key, (label, default) in FIELDS.items()}
+    with gr.Row():
+        val_size = gr.Slider(0.0, 0.5, value=0.0, step=0.01, label="Validation split")
+        gpus = gr.CheckboxGroup(gpu_choices(wb), label="GPUs (none ticked = all; CPU when none exist)")
+        deepspeed = gr.Dropdown([("none", ""), ("ZeRO-2", "ds_z2.json"), ("ZeRO-3", "ds_z3.json")],
+                                value="", label="DeepSpeed")
+    with gr.Accordion("Advanced: any other LLaMA-Factory key (YAML)", open=False):
+        advanced = gr.Code(language="yaml", label="Extra keys", value="", interactive=True)
+    start = gr.Button("Start training", variant="primary")
+    return Form(recipe, about, model, data, name, fields, val_size, gpus, deepspeed, advanced, start)
+
+
+@dataclass
+class Monitor:
+    watch: gr.Dropdown
+    cancel: gr.Button
+    resume: gr.Button
+    rerun: gr.Button
+    delete: gr.Button
+    progress: gr.HTML
+    plot: gr.LinePlot
+    command: gr.Code
+    tensorboard: gr.Code
+    gpu_memory: gr.Markdown
+    log: gr.Textbox
+    runs: gr.Dataframe
+
+
+def build_monitor(wb: Workbench) -> Monitor:
+    with gr.Row():
+        watch = gr.Dropdown(run_choices(wb), label="Watch run", scale=3)
+        cancel = gr.Button("Cancel", variant="stop")
+        resume = gr.Button("Resume")
+        rerun = gr.Button("Re-run with edits")
+        delete = gr.Button("Delete")
+    progress = gr.HTML()
+    plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, visible=False)
+    with gr.Row():
+        command = gr.Code(label="Equivalent command", language="shell", interactive=False)
+        tensorboard = gr.Code(label="TensorBoard", language="shell", interactive=False)
+    gpu_memory = gr.Markdown()
+    log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
+    runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
+    return Monitor(watch, cancel, resume, rerun, delete, progress, plot, command, tensorboard,
+                   gpu_memory, log, runs)
+
+
 def build(wb: Workbench) -> gr.Tab:
     recipes = training.load_recipes()
     with gr.Tab("Train", id="train") as tab:
-        with gr.Row():
-            recipe = gr.Dropdown([(r.title, r.name) for r in recipes.values()],
-                                 value="sft_lora", label="Recipe")
-            model = gr.Dropdown(model_choices(wb), label="Start from model")
-            data = gr.Dropdown(dataset_choices(wb, "sft"), multiselect=True, label="Datasets")
-        with gr.Row():
-            run_name = gr.Textbox(label="Run name (optional)")
-            epochs = gr.Number(value=3, label="Epochs", minimum=0.01)
-            lr = gr.Number(value=1e-3, label="Learning rate")
-            start = gr.Button("Start training", variant="primary")
+        form = build_form(wb, recipes)
         status = gr.Markdown()
-        with gr.Row():
-            watch = gr.Dropdown(label="Watch run", choices=[])
-            cancel = gr.Button("Cancel run", variant="stop")
-        progress = gr.HTML()
-        plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260)
-        command = gr.Code(label="Equivalent command", language="shell", interactive=False)
-        log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
-        runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
+        mon = build_monitor(wb)
         timer = gr.Timer(2.0)
+        shown = gr.State("")  # which run and how many points the plot shows
+        field_keys = list(FIELDS)
 
-        def refresh_choices(recipe_name):
-            stage = recipes[recipe_name].stage if recipe_name in recipes else "sft"
-            return gr.update(choices=model_choices(wb)), gr.update(choices=dataset_choices(wb, stage),
-                                                                  value=[])
-
-        def run_choices():
-            return [(f"#{r.id} {r.name} ({r.status})", r.id) for r in training.list_runs(wb)]
+        def on_recipe(recipe_name):
+            recipe = recipes[recipe_name]
+            values = [gr.update(value=recipe.defaults.get(k, FIELDS[k][1]),
+                                visible=k != "lora_rank" or recipe.finetuning_type == "lora")
+                      for k in field_keys]
+            return (recipe.description, gr.update(choices=model_choices(wb)),
+                    gr.update(choices=dataset_choices(wb, recipe.stage), value=[]), *values)
 
         @user_errors
-        def on_start(recipe_name, model_id, dataset_ids, name, n_epochs, rate):
+        def on_start(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, *values):
             if model_id is None:
                 raise gr.Error("choose a model to start from")
+            recipe = recipes[recipe_name]
+            overrides = {}
+            for key, value in zip(field_keys, values, strict=True):
+                if value is None or (key == "lora_rank" and recipe.finetuning_type != "lora"):
+                    continue
+                if value != recipe.defaults.get(key):
+                    overrides[key] = int(value) if float(value).is_integer() and key != "learning_rate" \
+                        else float(value)
+            overrides.update(parse_advanced(advanced))
             req = training.TrainRequest(
-                recipe=recipe_name, model_id=int(model_id), dataset_ids=[int(i) for i in dataset_ids or []],
-                name=(name or "").strip() or None,
-                overrides={"num_train_epochs": float(n_epochs), "learning_rate": float(rate)},
+                recipe=recipe_name, model_id=int(model_id),
+                dataset_ids=[int(i) for i in dataset_ids or []], name=(name or "").strip() or None,
+                overrides=overrides, gpus=[int(g) for g in gpus or []], deepspeed=ds or None,
+                val_size=float(val_size or 0),
             )
             run = training.start_run(wb, req)
-            return (f"Queued run **{run.name}**.", gr.update(choices=run_choices(), value=run.id),
+            return (f"Queued run **{run.name}**.", gr.update(choices=run_choices(wb), value=run.id),
                     runs_frame(wb))
 
-        def on_tick(run_id):
+        def on_tick(run_id, shown):
+            """Refresh the live view; the plot only when it has new points (no flicker)."""
             if run_id is None:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), runs_frame(wb)
+                return (gr.skip(),) * 6 + (runs_frame(wb), shown)
             view = training.run_view(wb, int(run_id))
             text = view["log"] + (f"\n\nERROR: {view['error']}" if view["error"] else "")
-            return (progress_html(view), pd.DataFrame(view["points"], columns=["step", "value", "series"]),
-                    view["command"], text, runs_frame(wb))
+            key = f"{run_id}:{len(view['points'])}"
+            # Gradio's plot stops drawing after an empty frame, so hide it instead.
+            if key == shown:
+                points = gr.skip()
+            elif view["points"]:
+                frame = pd.DataFrame(view["points"], columns=["step", "value", "series"])
+                points = gr.update(value=frame, visible=True)
+            else:
+                points = gr.update(visible=False)
+            run = training.get_run(wb, int(run_id))
+            gpus = [g for g in wb.hardware(refresh=view["status"] == "running").gpus
+                    if not run.gpus or str(g.index) in run.gpus.split(",")]
+            memory = " · ".join(g.label for g in gpus) or "Training on the CPU."
+            return (progress_html(view), points, view["command"], training.tensorboard_command(run),
+                    memory, text, runs_frame(wb), key)
+
+        def refresh_runs(message):
+            return message, gr.update(choices=run_choices(wb)), runs_frame(wb)
 
         @user_errors
         def on_cancel(run_id):
-            if run_id is None:
-                raise gr.Error("choose a run to cancel")
-            run = wb.jobs.cancel(int(run_id))
-            return f"Cancelling **{run.name}**; it will save what it has trained."
+            run = wb.jobs.cancel(_need(run_id))
+            return refresh_runs(f"Cancelling **{run.name}**; it stops at the next step and saves.")
 
-        recipe.change(refresh_choices, recipe, [model, data], show_api=False)
-        tab.select(refresh_choices, recipe, [model, data], show_api=False)
-        tab.select(lambda: gr.update(choices=run_choices()), None, watch, show_api=False)
-        start.click(on_start, [recipe, model, data, run_name, epochs, lr], [status, watch, runs],
-                    api_name="start_training")
-        cancel.click(on_cancel, watch, status, api_name="cancel_run")
-        outputs = [progress, plot, command, log, runs]
-        watch.change(on_tick, watch, outputs, show_api=False)
-        timer.tick(on_tick, watch, outputs, show_api=False)
+        @user_errors
+        def on_resume(run_id):
+            run = training.resume_run(wb, _need(run_id))
+            return refresh_runs(f"Resuming **{run.name}** from its newest checkpoint.")
+
+        @user_errors
+        def on_delete(run_id):
+            run = training.get_run(wb, _need(run_id))
+            training.delete_run(wb, run.id)
+            return refresh_runs(f"Deleted run **{run.name}** and its folder.")
+
+        @user_errors
+        def on_load(run_id):
+            """Re-run with edits: load the run's request into the form."""
+            run = training.get_run(wb, _need(run_id))
+            req = run.request or {}
+            over = dict(req.get("overrides") or {})
+            recipe = recipes[run.recipe]
+            values = [gr.update(value=over.pop(k, recipe.defaults.get(k, FIELDS[k][1])))
+                      for k in field_keys]
+            return (gr.update(value=run.recipe), gr.update(choices=model_choices(wb), value=run.model_id),
+                    gr.update(choices=dataset_choices(wb, recipe.stage), value=run.dataset_ids),
+                    "", req.get("val_size", 0.0), req.get("gpus") or [], req.get("deepspeed") or "",
+                    yaml.safe_dump(over) if over else "", *values,
+                    f"Loaded **{run.name}** into the form; edit and start a new run.")
+
+        outs = [form.about, form.model, form.data, *form.fields.values()]
+        form.recipe.input(on_recipe, form.recipe, outs, show_api=False)
+        tab.select(lambda: (gr.update(choices=model_choices(wb)), gr.update(choices=run_choices(wb))),
+                   None, [form.model, mon.watch], show_api=False)
+        inputs = [form.recipe, form.model, form.data, form.name, form.val_size, form.gpus,
+                  form.deepspeed, form.advanced, *form.fields.values()]
+        form.start.click(on_start, inputs, [status, mon.watch, mon.runs], api_name="start_training")
+        manage = [status, mon.watch, mon.runs]
+        mon.cancel.click(on_cancel, mon.watch, manage, api_name="cancel_run")
+        mon.resume.click(on_resume, mon.watch, manage, api_name="resume_run")
+        mon.delete.click(on_delete, mon.watch, manage, api_name="delete_run")
+        mon.rerun.click(on_load, mon.watch, [*inputs[:8], *form.fields.values(), status],
+                        show_api=False)
+        views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.log, mon.runs,
+                 shown]
+        mon.watch.change(on_tick, [mon.watch, shown], views, show_api=False)
+        timer.tick(on_tick, [mon.watch, shown], views, show_api=False)
     return tab
+
+
+def _need(run_id) -> int:
+    if run_id is None:
+        raise gr.Error("choose a run first")
+    return int(run_id)

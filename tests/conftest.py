@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".pytest_cache" / "forgeloop"
 
 # Small training settings so a CPU run takes a few seconds.
-FAST = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "save_steps": 1000}
+FAST = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3, "warmup_ratio": 0.0, "save_steps": 1000}
 
 
 def _starter_key() -> str:

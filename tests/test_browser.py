@@ -77,3 +77,55 @@ def test_click_through_the_four_tabs(page, server, tmp_path):
     shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "registry.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture
+def server_with_data(tmp_path, starter_dir):
+    import launch
+    from app import datasets
+    from tests.conftest import ROOT
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    registry.register_base_model(wb, "starter", str(starter_dir))
+    datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
+    wb.close()
+    app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+    with ServerThread(app) as srv:
+        yield srv
+    wb.close()
+
+
+@pytest.mark.slow
+def test_train_from_the_browser(page, server_with_data, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(server_with_data.url)
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Start from model").click()
+    page.get_by_role("option", name="starter (base)").click()
+    page.get_by_label("Datasets").click()
+    page.get_by_role("option", name="sft-data · sft · 195 rows").click()
+    page.get_by_label("Run name (optional)").fill("browser-sft")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("Learning rate").fill("0.001")
+    page.get_by_label("Batch size per device").fill("8")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("Queued run browser-sft")).to_be_visible()
+
+    # The live view: a progress bar that reaches the end and a drawn loss curve.
+    done = page.locator(".fl-progress[data-status='succeeded']")
+    expect(done).to_be_visible(timeout=180_000)
+    expect(done).to_contain_text("100%")
+    plot = page.locator(".vega-embed").first
+    expect(plot).to_be_visible()
+    expect(plot.locator("svg, canvas").first).to_be_visible()
+    box = plot.bounding_box()
+    assert box["width"] > 300 and box["height"] > 100
+    expect(page.get_by_text("llamafactory-cli train").first).to_be_visible()
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "train.png"
+    page.screenshot(path=str(shot), full_page=True)
+
+    page.get_by_role("tab", name="Registry").click()
+    registry_table = page.get_by_role("tabpanel").locator("table")
+    expect(registry_table.get_by_text("browser-sft", exact=True).first).to_be_visible()

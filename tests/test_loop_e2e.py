@@ -38,7 +38,7 @@ def test_whole_loop(wb, starter):
     assert run.metrics["steps"] == log[-1]["total_steps"] == len(losses)
     sft_model = registry.get_model(wb, run.output_model_id)
     assert (sft_model.kind, sft_model.parent_id, sft_model.run_id) == ("adapter", starter.id, run.id)
-    assert training.shell_command(run).startswith("llamafactory-cli train ")
+    assert f"llamafactory-cli train {out.parent}/config.yaml" in training.shell_command(run)
 
     # 3. Arena: the same prompts to base and fine-tune; votes stored.
     gen = GenSettings(temperature=0.0, max_new_tokens=16)
