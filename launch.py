@@ -14,7 +14,11 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     p.add_argument("--port", type=int, default=None, help="port (default 7860)")
     p.add_argument("--storage", default=None,
                    help="runtime home for the DB, runs, models, datasets (env FORGELOOP_HOME)")
-    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--share", action="store_true",
+                   help="share the arena-only voter app through a public Gradio link "
+                        "(the workbench stays on --host/--port)")
+    p.add_argument("--voter-port", type=int, default=None,
+                   help="local port of the voter app with --share (default: --port + 1)")
     p.add_argument("--auth", action="append", metavar="USER:PASS",
                    help="require a login; repeat for several accounts")
     a = p.parse_args(argv)
@@ -23,7 +27,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     except ValueError as e:
         p.error(str(e))
     return Settings.from_env(home=a.storage, host=a.host, port=a.port, share=a.share or None,
-                             auth=auth or None)
+                             auth=auth or None, voter_port=a.voter_port)
 
 
 def build_server(settings: Settings):
@@ -31,7 +35,7 @@ def build_server(settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from app.api import api_auth, training_router
+    from app.api import api_auth, api_user, arena_router, training_router
     from app.workbench import Workbench
     from tabs import build_ui
 
@@ -44,23 +48,53 @@ def build_server(settings: Settings):
         return {"ok": True, "schema": wb.schema_version}
 
     server.include_router(training_router(wb), dependencies=api_auth(settings))
+    server.include_router(arena_router(wb, api_user), dependencies=api_auth(settings))
 
     server = gr.mount_gradio_app(server, demo, path="/", auth=list(settings.auth) or None)
     return server, demo, wb
 
 
+def voter_auth(wb):
+    """Gradio auth callable for the voter app: accounts and invite codes from the DB."""
+    from app import voters
+
+    return lambda username, password: voters.authenticate(wb, username, password)
+
+
+def build_voter_server(wb):
+    """The arena-only voter app on its own FastAPI app, behind voter logins."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from tabs import build_voter_app
+
+    demo = build_voter_app(wb)
+    return gr.mount_gradio_app(FastAPI(title="Forgeloop Arena"), demo, path="/", auth=voter_auth(wb),
+                               auth_message="Sign in with your voter account or an invite code."), demo
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    server, demo, wb = build_server(settings)
-    if settings.share:
-        demo.launch(server_name=settings.host, server_port=settings.port, share=True,
-                    auth=list(settings.auth) or None)
-        return
+    if settings.chat_gpu is not None:  # before anything imports torch
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(settings.chat_gpu)
+    server, _, wb = build_server(settings)
     import uvicorn
 
     print(f"Forgeloop on http://{settings.host}:{settings.port}  (storage: {settings.home})")
-    uvicorn.run(server, host=settings.host, port=settings.port, log_level="warning")
+    if not settings.share:
+        uvicorn.run(server, host=settings.host, port=settings.port, log_level="warning")
+        return
+    import threading
+
+    from tabs import build_voter_app
+
+    threading.Thread(target=uvicorn.run, args=(server,), daemon=True,
+                     kwargs={"host": settings.host, "port": settings.port, "log_level": "warning"}).start()
+    # Only the voter app goes through the share link; the workbench stays local.
+    build_voter_app(wb).launch(server_name="127.0.0.1", server_port=settings.voter_port or settings.port + 1,
+                               share=True, auth=voter_auth(wb),
+                               auth_message="Sign in with your voter account or an invite code.")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,102 @@ def training_router(wb: Workbench) -> APIRouter:
         return {"run_id": run_id, "records": wb.jobs.progress(run).records}
 
     return r
+
+
+class PredictBody(BaseModel):
+    model_id: int
+    messages: list[dict[str, str]]
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    system_prompt: str = ""
+
+
+class FeedbackBody(BaseModel):
+    battle_id: int
+    choice: str
+    turn: int | None = None
+
+
+def arena_router(wb: Workbench, user_of) -> APIRouter:
+    """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
+    from fastapi import Request
+
+    from app import arena, leaderboard, registry
+    from app.chat_engines import Finish, GenSettings
+
+    r = APIRouter(prefix="/api")
+
+    @r.post("/predict")
+    def predict(body: PredictBody, request: Request):
+        try:
+            user = user_of(request)
+            wb.voter_limits.messages.check(user)
+            if not body.messages or body.messages[-1].get("role") != "user":
+                raise InvalidInput("messages must end with a user message")
+            wb.voter_limits.check_prompt(body.messages[-1].get("content", ""), 0)
+            gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt)
+            mv = registry.get_model(wb, body.model_id)
+            pieces, finish = [], "stop"
+            for piece in wb.chat.engine(mv).stream(body.messages, gen):
+                if isinstance(piece, Finish):
+                    finish = piece.reason
+                else:
+                    pieces.append(piece)
+            return {"model_id": mv.id, "answer": "".join(pieces), "finish": finish,
+                    "gen_settings": gen.as_dict()}
+        except ForgeloopError as e:
+            return error_response(e)
+
+    @r.post("/feedback", status_code=201)
+    def feedback(body: FeedbackBody, request: Request):
+        try:
+            user = user_of(request)
+            wb.voter_limits.votes.check(user)
+            v = arena.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
+            return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
+                    "voter": v.voter, "flags": v.flags}
+        except ForgeloopError as e:
+            return error_response(e)
+
+    @r.get("/leaderboard")
+    def board(include_flagged: bool = False):
+        view = (leaderboard.compute(wb, include_flagged=True) if include_flagged
+                else wb.leaderboard.get())
+        rows = json_rows(view.table)
+        return {"models": rows, "votes": view.votes_used, "position_bias": view.position,
+                "length_bias": view.length, "separation": view.separation}
+
+    @r.get("/battles")
+    def battles(limit: int = 100, offset: int = 0):
+        return arena.list_battles(wb, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+
+    return r
+
+
+def json_rows(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-safe dicts (NaN and NA become null)."""
+    import math
+
+    out = []
+    for rec in frame.astype(object).to_dict("records"):
+        row = {}
+        for k, v in rec.items():
+            v = v.item() if hasattr(v, "item") else v  # numpy scalars
+            missing = v is None or str(v) == "<NA>" or (isinstance(v, float) and math.isnan(v))
+            row[k] = None if missing else v
+        out.append(row)
+    return out
+
+
+def api_user(request) -> str:
+    """The caller's account name from HTTP Basic credentials, else "api"."""
+    import base64
+
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            return base64.b64decode(header[6:]).decode().split(":", 1)[0] or "api"
+        except (ValueError, UnicodeDecodeError):
+            return "api"
+    return "api"

@@ -1,42 +1,94 @@
-"""Arena battles: the same conversation to two models, one vote per turn."""
+"""Arena battles: the same conversation to two models at once, one vote per turn.
+
+After a vote the preferred answer becomes the shared history of both sides, so every
+vote is a clean preference pair over an identical prompt history.
+"""
 
 from __future__ import annotations
 
+import queue
+import random
+import re
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app.chat_engines import GenSettings
+from app.chat_engines import Finish, GenSettings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.registry import get_model
-from app.tables import Battle, BattleTurn, Vote
+from app.registry import get_model, list_models
+from app.tables import Battle, BattleTurn, ModelVersion, Vote
 from app.workbench import Workbench
 
 CHOICES = ("a", "b", "tie", "both_bad")
-MAX_PROMPT_CHARS = 8000
+# Names whose appearance in an answer can tell a voter which model wrote it.
+FAMILY_NAMES = ("gpt", "chatgpt", "openai", "claude", "anthropic", "gemini", "llama", "meta ai",
+                "qwen", "mistral", "mixtral", "deepseek", "phi", "gemma", "yi", "baichuan")
+
+
+def arena_models(wb: Workbench) -> list[ModelVersion]:
+    return [m for m in list_models(wb) if m.in_arena]
+
+
+def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
+    """Votes per unordered model pair (by model id)."""
+    with wb.session() as s:
+        q = (select(Battle.model_a_id, Battle.model_b_id, func.count(Vote.id))
+             .join(Vote, Vote.battle_id == Battle.id)
+             .group_by(Battle.model_a_id, Battle.model_b_id))
+        counts: dict[tuple[int, int], int] = {}
+        for a, b, n in s.exec(q):
+            key = (min(a, b), max(a, b))
+            counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, int]:
+    """Pick two different arena models, favouring pairs with few votes and wide
+    intervals; the sides are shuffled."""
+    from app.ratings import sampling_weights
+
+    rng = rng or random.Random()
+    models = arena_models(wb)
+    if len(models) < 2:
+        raise InvalidInput("the arena needs at least two models: register or train another one")
+    ids = [m.id for m in models]
+    pos = {mid: i for i, mid in enumerate(ids)}
+    counts = {(pos[a], pos[b]): n for (a, b), n in pair_vote_counts(wb).items() if a in pos and b in pos}
+    widths = wb.leaderboard.widths(ids)
+    weights = sampling_weights(len(ids), counts, widths)
+    pairs, probs = zip(*weights.items(), strict=True)
+    i, j = rng.choices(pairs, weights=probs, k=1)[0]
+    a, b = ids[i], ids[j]
+    return (a, b) if rng.random() < 0.5 else (b, a)
 
 
 def new_battle(
     wb: Workbench,
-    model_a_id: int,
-    model_b_id: int,
+    model_a_id: int | None = None,
+    model_b_id: int | None = None,
     gen: GenSettings | None = None,
     voter: str = "local",
     mode: str = "named",
 ) -> Battle:
+    """Named mode: the caller picks both models. Anonymous: the pair is sampled."""
+    if mode not in ("named", "anonymous"):
+        raise InvalidInput("mode must be named or anonymous")
+    if mode == "anonymous":
+        model_a_id, model_b_id = sample_pair(wb)
+    if model_a_id is None or model_b_id is None:
+        raise InvalidInput("choose two models")
     if model_a_id == model_b_id:
         raise InvalidInput("a battle needs two different models")
     for mid in (model_a_id, model_b_id):
         get_model(wb, mid)  # raises NotFound
-    battle = Battle(
-        model_a_id=model_a_id,
-        model_b_id=model_b_id,
-        mode=mode,
-        voter=voter,
-        gen_settings=(gen or GenSettings()).as_dict(),
-    )
+    battle = Battle(model_a_id=model_a_id, model_b_id=model_b_id, mode=mode, voter=voter,
+                    gen_settings=(gen or GenSettings()).as_dict())
     with wb.session() as s:
         s.add(battle)
         s.commit()
@@ -58,76 +110,159 @@ def turns(wb: Workbench, battle_id: int) -> list[BattleTurn]:
         return list(s.exec(q))
 
 
-def _answer(wb: Workbench, model_id: int, messages: list[dict], gen: GenSettings) -> tuple[str, dict]:
-    mv = get_model(wb, model_id)
+def vote_for(wb: Workbench, battle_id: int, turn: int) -> Vote | None:
+    with wb.session() as s:
+        return s.exec(select(Vote).where(Vote.battle_id == battle_id, Vote.turn == turn)).first()
+
+
+@dataclass
+class TurnProgress:
+    """What both sides have said so far; ``turn`` is set once both finished and it is stored."""
+
+    answer_a: str = ""
+    answer_b: str = ""
+    done_a: bool = False
+    done_b: bool = False
+    turn: BattleTurn | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+def _history(wb: Workbench, battle_id: int, edited_answer: str | None) -> tuple[list[dict], int]:
+    previous = turns(wb, battle_id)
+    if not previous:
+        return [], 0
+    last = previous[-1]
+    vote = vote_for(wb, battle_id, last.turn)
+    if vote is None:
+        raise Conflict("vote on the current answers before the next message")
+    if vote.choice == "both_bad":
+        if not (edited_answer or "").strip():
+            raise Conflict("both answers were rated bad: write the answer you wanted, or start over")
+        chosen = edited_answer.strip()
+    else:  # the preferred answer becomes the shared history; a tie keeps A's
+        chosen = last.answer_b if vote.choice == "b" else last.answer_a
+    return last.messages + [{"role": "assistant", "content": chosen}], len(previous)
+
+
+def _generate(wb: Workbench, mv: ModelVersion, messages: list[dict], gen: GenSettings, side: str,
+              out: queue.Queue) -> None:
+    """Stream one side into ``out``; always ends with (side, timing dict)."""
     start = time.perf_counter()
-    first = None
-    pieces = []
-    for piece in wb.chat.stream(mv, messages, gen):
-        if first is None:
-            first = time.perf_counter() - start
-        pieces.append(piece)
+    first, pieces, finish, error = None, 0, "stop", None
+    try:
+        for piece in wb.chat.engine(mv).stream(messages, gen):
+            if isinstance(piece, Finish):
+                finish = piece.reason
+                continue
+            if first is None:
+                first = time.perf_counter() - start
+            pieces += 1
+            out.put((side, piece))
+    except Exception as e:  # a failing side is recorded, not fatal to the battle
+        finish, error = "error", f"{type(e).__name__}: {e}"
     total = time.perf_counter() - start
-    return "".join(pieces), {"ttft_s": first, "total_s": total, "pieces": len(pieces)}
+    gen_time = total - (first or 0.0)
+    timing = {"ttft_s": first, "total_s": total, "tokens": pieces, "finish": finish,
+              "tokens_per_s": pieces / gen_time if pieces and gen_time > 0 else None}
+    if error:
+        timing["error"] = error
+    out.put((side, timing))
 
 
-def play_turn(wb: Workbench, battle_id: int, prompt: str) -> BattleTurn:
-    """Send ``prompt`` to both sides and store their answers as the next turn."""
+def stream_turn(
+    wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None
+) -> Iterator[TurnProgress]:
+    """Send ``prompt`` to both sides concurrently, yielding progress as pieces arrive;
+    the last item carries the stored turn."""
     prompt = (prompt or "").strip()
     if not prompt:
         raise InvalidInput("type a message first")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"the message is longer than {MAX_PROMPT_CHARS} characters")
+    if len(prompt) > wb.settings.max_prompt_chars:
+        raise InvalidInput(f"the message is longer than {wb.settings.max_prompt_chars} characters")
     battle = get_battle(wb, battle_id)
-    previous = turns(wb, battle_id)
-    history: list[dict[str, str]] = []
-    if previous:
-        last = previous[-1]
-        vote = _vote_for(wb, battle_id, last.turn)
-        if vote is None:
-            raise Conflict("vote on the current answers before the next message")
-        if vote.choice == "both_bad":
-            raise Conflict("both answers were rated bad; start a new battle")
-        # The preferred answer becomes the shared history (tie keeps A's).
-        chosen = last.answer_b if vote.choice == "b" else last.answer_a
-        history = last.messages + [{"role": "assistant", "content": chosen}]
+    history, index = _history(wb, battle_id, edited_answer)
+    if index >= wb.settings.max_turns:
+        raise InvalidInput(f"a battle has at most {wb.settings.max_turns} turns: start a new one")
     messages = history + [{"role": "user", "content": prompt}]
     gen = GenSettings(**battle.gen_settings)
-    answer_a, t_a = _answer(wb, battle.model_a_id, messages, gen)
-    answer_b, t_b = _answer(wb, battle.model_b_id, messages, gen)
-    turn = BattleTurn(
-        battle_id=battle_id,
-        turn=len(previous),
-        messages=messages,
-        answer_a=answer_a,
-        answer_b=answer_b,
-        timings={"a": t_a, "b": t_b},
-    )
+    models = {"a": get_model(wb, battle.model_a_id), "b": get_model(wb, battle.model_b_id)}
+    out: queue.Queue = queue.Queue()
+    for side, mv in models.items():
+        threading.Thread(target=_generate, args=(wb, mv, messages, gen, side, out), daemon=True).start()
+    progress = TurnProgress()
+    while not (progress.done_a and progress.done_b):
+        side, item = out.get()
+        if isinstance(item, dict):
+            setattr(progress, f"done_{side}", True)
+            progress.timings[side] = item
+        else:
+            setattr(progress, f"answer_{side}", getattr(progress, f"answer_{side}") + item)
+        yield progress
+    turn = BattleTurn(battle_id=battle_id, turn=index, messages=messages,
+                      answer_a=progress.answer_a, answer_b=progress.answer_b,
+                      timings=progress.timings, gen_settings=gen.as_dict())
+    try:
+        with wb.session() as s:
+            s.add(turn)
+            s.commit()
+            s.refresh(turn)
+    except IntegrityError as e:
+        raise Conflict("this turn was answered twice at once; reload the battle") from e
+    progress.turn = turn
+    yield progress
+
+
+def play_turn(wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None) -> BattleTurn:
+    """Like ``stream_turn`` but returns only the stored turn."""
+    *_, last = stream_turn(wb, battle_id, prompt, edited_answer)
+    return last.turn
+
+
+def regenerate(wb: Workbench, battle_id: int) -> Iterator[TurnProgress]:
+    """Drop the last, not yet voted turn and ask both sides again."""
+    existing = turns(wb, battle_id)
+    if not existing:
+        raise InvalidInput("nothing to regenerate yet")
+    last = existing[-1]
+    if vote_for(wb, battle_id, last.turn) is not None:
+        raise Conflict("this turn already has a vote; send a new message instead")
+    edited = None
+    if last.turn > 0:  # keep whatever history the turn was built on
+        edited = last.messages[-2]["content"]
     with wb.session() as s:
-        s.add(turn)
+        s.delete(s.get(BattleTurn, last.id))
         s.commit()
-        s.refresh(turn)
-    return turn
+    return stream_turn(wb, battle_id, last.messages[-1]["content"], edited_answer=edited)
 
 
-def _vote_for(wb: Workbench, battle_id: int, turn: int) -> Vote | None:
-    with wb.session() as s:
-        q = select(Vote).where(Vote.battle_id == battle_id, Vote.turn == turn)
-        return s.exec(q).first()
-
-
-def quality_flags(turn: BattleTurn) -> list[str]:
+def quality_flags(turn: BattleTurn, names: dict[str, str]) -> list[str]:
+    """Reasons to keep a vote out of datasets and the leaderboard by default."""
     flags = []
     for side, text in (("a", turn.answer_a), ("b", turn.answer_b)):
-        if not text.strip():
+        timing = (turn.timings or {}).get(side, {})
+        if timing.get("finish") == "error":
+            flags.append(f"error_{side}")
+        elif not text.strip():
             flags.append(f"empty_{side}")
+        elif timing.get("finish") == "length":
+            flags.append(f"truncated_{side}")
+        if _leaks_identity(text, names.values()):
+            flags.append(f"identity_{side}")
     return flags
+
+
+def _leaks_identity(text: str, model_names: Any) -> bool:
+    lowered = text.lower()
+    for name in [*FAMILY_NAMES, *(n.lower() for n in model_names)]:
+        if len(name) >= 3 and re.search(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", lowered):
+            return True
+    return False
 
 
 def vote(
     wb: Workbench, battle_id: int, choice: str, voter: str = "local", turn: int | None = None
 ) -> Vote:
-    """Record a vote on a turn (the latest by default). One vote per turn."""
+    """Record a vote on a turn (the latest by default). One vote per turn, by the DB."""
     if choice not in CHOICES:
         raise InvalidInput(f"a vote must be one of {', '.join(CHOICES)}, got {choice!r}")
     existing = turns(wb, battle_id)
@@ -137,10 +272,8 @@ def vote(
     target = existing[-1] if turn is None else next((t for t in existing if t.turn == turn), None)
     if target is None:
         raise NotFound(f"battle {battle_id} has no turn {turn}")
-    row = Vote(
-        battle_id=battle_id, turn=target.turn, choice=choice, voter=voter,
-        flags=quality_flags(target),
-    )
+    row = Vote(battle_id=battle_id, turn=target.turn, choice=choice, voter=voter,
+               flags=quality_flags(target, reveal(wb, battle_id)))
     try:
         with wb.session() as s:
             s.add(row)
@@ -148,12 +281,33 @@ def vote(
             s.refresh(row)
     except IntegrityError as e:
         raise Conflict(f"turn {target.turn} of battle {battle_id} already has a vote") from e
+    wb.leaderboard.invalidate()
     return row
 
 
-def reveal(wb: Workbench, battle_id: int) -> dict[str, Any]:
+def reveal(wb: Workbench, battle_id: int) -> dict[str, str]:
     battle = get_battle(wb, battle_id)
-    return {
-        "a": get_model(wb, battle.model_a_id).name,
-        "b": get_model(wb, battle.model_b_id).name,
-    }
+    return {"a": get_model(wb, battle.model_a_id).name, "b": get_model(wb, battle.model_b_id).name}
+
+
+def list_battles(wb: Workbench, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """Battles with their turns and votes, newest first (for the API)."""
+    with wb.session() as s:
+        battles = s.exec(select(Battle).order_by(Battle.id.desc()).offset(offset).limit(limit)).all()
+        ids = [b.id for b in battles]
+        all_turns = s.exec(select(BattleTurn).where(BattleTurn.battle_id.in_(ids))).all() if ids else []
+        all_votes = s.exec(select(Vote).where(Vote.battle_id.in_(ids))).all() if ids else []
+    votes = {(v.battle_id, v.turn): v for v in all_votes}
+    out = []
+    for b in battles:
+        rows = []
+        for t in sorted((t for t in all_turns if t.battle_id == b.id), key=lambda t: t.turn):
+            v = votes.get((b.id, t.turn))
+            rows.append({"turn": t.turn, "messages": t.messages, "answer_a": t.answer_a,
+                         "answer_b": t.answer_b, "timings": t.timings, "gen_settings": t.gen_settings,
+                         "vote": None if v is None else {"choice": v.choice, "voter": v.voter,
+                                                         "flags": v.flags,
+                                                         "at": v.created_at.isoformat()}})
+        out.append({"id": b.id, "mode": b.mode, "model_a_id": b.model_a_id, "model_b_id": b.model_b_id,
+                    "voter": b.voter, "created_at": b.created_at.isoformat(), "turns": rows})
+    return out

@@ -1,28 +1,43 @@
-"""Chat engines for registered models, loaded lazily and cached.
+"""Chat engines for registered models.
 
-Local models (a base plus optional adapters) are served in-process by
-LLaMA-Factory's ``ChatModel`` with the huggingface backend. Loading one imports
-torch, so nothing here touches torch until the first chat.
+Local models (a base plus optional adapters) are served in-process by LLaMA-Factory's
+``ChatModel`` (huggingface backend, or vllm where installed) and kept in an LRU cache
+bounded by count and by an estimate of their memory. Ollama and OpenAI-compatible
+models are reached over HTTP (``remote_engines``). Nothing here imports torch until
+the first local chat.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from app.errors import EngineError, InvalidInput
 from app.registry import check_model_files
 from app.tables import ModelVersion
+
+REMOTE_KINDS = ("ollama", "openai")
 
 
 @dataclass(frozen=True)
 class GenSettings:
     temperature: float = 0.7
     top_p: float = 0.9
-    max_new_tokens: int = 128
+    max_new_tokens: int = 256
     system_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.temperature <= 2:
+            raise InvalidInput("temperature must be between 0 and 2")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInput("top_p must be in (0, 1]")
+        if not 1 <= self.max_new_tokens <= 8192:
+            raise InvalidInput("max new tokens must be between 1 and 8192")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,59 +50,128 @@ class GenSettings:
         return kw
 
 
-class ChatCache:
-    """Keeps up to ``capacity`` loaded models, evicting the least recently used."""
+@dataclass(frozen=True)
+class Finish:
+    """Last item of every stream: why generation stopped."""
 
-    def __init__(self, capacity: int = 2) -> None:
-        self.capacity = capacity
-        self._models: OrderedDict[int, Any] = OrderedDict()
-        self._lock = threading.Lock()
+    reason: str  # stop | length | error
 
-    def _load(self, mv: ModelVersion):
+
+def estimate_bytes(mv: ModelVersion) -> int:
+    """Weights on disk approximate memory once loaded (same dtype); Hub ids count as 0."""
+    total = 0
+    for folder in [mv.base_path, *filter(None, (mv.adapter_path or "").split(","))]:
+        p = Path(folder)
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.glob("*.safetensors"))
+            total += sum(f.stat().st_size for f in p.glob("*.bin"))
+    return total
+
+
+class LocalEngine:
+    """A LLaMA-Factory ChatModel with token counting for the finish reason."""
+
+    def __init__(self, mv: ModelVersion, device_lock: threading.Semaphore) -> None:
         from llamafactory.chat import ChatModel
 
         check_model_files(mv)
         args: dict[str, Any] = {
             "model_name_or_path": mv.base_path,
             "template": mv.template,
-            "infer_backend": "huggingface",
+            "infer_backend": "vllm" if importlib.util.find_spec("vllm") else "huggingface",
             "trust_remote_code": False,
         }
         if mv.adapter_path:
             args["adapter_name_or_path"] = mv.adapter_path
             args["finetuning_type"] = "lora"
-        return ChatModel(args)
+        self.model = ChatModel(args)
+        self.size = estimate_bytes(mv)
+        self._slots = device_lock
 
-    def get(self, mv: ModelVersion):
+    def close(self) -> None:
+        """Stop ChatModel's background event loop so the weights can be freed."""
+        loop = getattr(self.model, "_loop", None)
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        self.model = None
+
+    def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
+        pieces = []
+        with self._slots:  # a bounded number of local generations at once
+            for piece in self.model.stream_chat(messages, system=gen.system_prompt or None,
+                                                **gen.sampling_kwargs()):
+                pieces.append(piece)
+                yield piece
+        tokenizer = self.model.engine.tokenizer
+        used = len(tokenizer.encode("".join(pieces), add_special_tokens=False))
+        yield Finish("length" if used >= gen.max_new_tokens else "stop")
+
+
+class ChatCache:
+    """Engines for models; local ones stay loaded, least recently used evicted first."""
+
+    def __init__(self, capacity: int = 3, budget_bytes: float = 8 * 2**30, parallel: int = 2) -> None:
+        self.capacity = capacity
+        self.budget_bytes = budget_bytes
+        self._models: OrderedDict[int, LocalEngine] = OrderedDict()
+        self._lock = threading.Lock()
+        # Two slots so both sides of a battle generate together, never more.
+        self._slots = threading.Semaphore(parallel)
+
+    def engine(self, mv: ModelVersion):
+        if mv.kind in REMOTE_KINDS:
+            return self._remote(mv)
         with self._lock:
             if mv.id in self._models:
                 self._models.move_to_end(mv.id)
                 return self._models[mv.id]
-            engine = self._load(mv)
+            engine = LocalEngine(mv, self._slots)
             self._models[mv.id] = engine
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
+            self._evict(keep=mv.id)
             return engine
 
-    def loaded(self) -> list[int]:
-        return list(self._models)
+    def _evict(self, keep: int) -> None:
+        while len(self._models) > 1 and (
+            len(self._models) > self.capacity
+            or sum(e.size for e in self._models.values()) > self.budget_bytes
+        ):
+            oldest = next(iter(self._models))
+            if oldest == keep:
+                break
+            self._models.pop(oldest).close()
+
+    @staticmethod
+    def _remote(mv: ModelVersion):
+        from app.remote_engines import OllamaEngine, OpenAIEngine
+
+        endpoint = (mv.meta or {}).get("endpoint")
+        if not endpoint:
+            raise EngineError(f"model {mv.name!r} has no endpoint URL")
+        if mv.kind == "ollama":
+            return OllamaEngine(endpoint, mv.base_path)
+        return OpenAIEngine(endpoint, mv.base_path, api_key=(mv.meta or {}).get("api_key"))
+
+    def loaded(self) -> list[dict[str, Any]]:
+        return [{"model_id": k, "bytes": e.size} for k, e in self._models.items()]
 
     def unload(self, model_id: int) -> bool:
         with self._lock:
-            return self._models.pop(model_id, None) is not None
+            engine = self._models.pop(model_id, None)
+        if engine is not None:
+            engine.close()
+        return engine is not None
 
     def clear(self) -> None:
         with self._lock:
-            self._models.clear()
+            engines, self._models = list(self._models.values()), OrderedDict()
+        for engine in engines:
+            engine.close()
 
-    def stream(
-        self, mv: ModelVersion, messages: list[dict[str, str]], gen: GenSettings
-    ) -> Iterator[str]:
-        """Yield text pieces of the model's answer to ``messages``."""
-        engine = self.get(mv)
-        yield from engine.stream_chat(
-            messages, system=gen.system_prompt or None, **gen.sampling_kwargs()
-        )
+    def stream(self, mv: ModelVersion, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str]:
+        """Text pieces only (the finish reason dropped)."""
+        for piece in self.engine(mv).stream(messages, gen):
+            if isinstance(piece, str):
+                yield piece
 
     def complete(self, mv: ModelVersion, messages: list[dict[str, str]], gen: GenSettings) -> str:
         return "".join(self.stream(mv, messages, gen))

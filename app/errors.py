@@ -15,3 +15,11 @@ class NotFound(ForgeloopError):
 
 class Conflict(ForgeloopError):
     """The action clashes with the current state (a name taken, a job already running)."""
+
+
+class EngineError(ForgeloopError):
+    """A model server or engine failed to answer (unreachable, unknown model, bad reply)."""
+
+
+class RateLimited(ForgeloopError):
+    """Too many requests from one voter; the message says when to try again."""

@@ -144,3 +144,59 @@ def lineage(wb: Workbench, model_id: int) -> list[dict[str, Any]]:
             chain.append(step)
             mv = s.get(ModelVersion, mv.parent_id) if mv.parent_id else None
     return chain
+
+
+def register_remote_model(
+    wb: Workbench, name: str, kind: str, endpoint: str, model: str, api_key: str | None = None
+) -> ModelVersion:
+    """Register a model served elsewhere: ``kind`` is ollama (endpoint = the Ollama host)
+    or openai (endpoint = an OpenAI-compatible base URL ending in /v1)."""
+    if kind not in ("ollama", "openai"):
+        raise InvalidInput("a served model is either ollama or openai")
+    endpoint = (endpoint or "").strip().rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise InvalidInput(f"endpoint must be an http(s) URL, got {endpoint!r}")
+    if not (model or "").strip():
+        raise InvalidInput("give the model name the server knows, e.g. llama3.2:1b")
+    meta: dict[str, Any] = {"endpoint": endpoint}
+    if api_key:
+        meta["api_key"] = api_key
+    with wb.session() as s:
+        _check_name(s, name)
+        mv = ModelVersion(name=name, kind=kind, base_path=model.strip(), template="", meta=meta)
+        s.add(mv)
+        s.commit()
+        s.refresh(mv)
+    return mv
+
+
+def set_in_arena(wb: Workbench, model_id: int, in_arena: bool) -> ModelVersion:
+    with wb.session() as s:
+        mv = s.get(ModelVersion, model_id)
+        if mv is None:
+            raise NotFound(f"no model with id {model_id}")
+        mv.in_arena = in_arena
+        s.add(mv)
+        s.commit()
+        s.refresh(mv)
+    wb.leaderboard.invalidate()
+    return mv
+
+
+def delete_model(wb: Workbench, model_id: int) -> None:
+    """Forget a model that nothing depends on (no children, runs or battles)."""
+    from app.tables import Battle
+
+    with wb.session() as s:
+        mv = s.get(ModelVersion, model_id)
+        if mv is None:
+            raise NotFound(f"no model with id {model_id}")
+        if s.exec(select(ModelVersion).where(ModelVersion.parent_id == model_id)).first():
+            raise Conflict(f"{mv.name!r} has trained children; delete them first")
+        if s.exec(select(Run).where(Run.model_id == model_id)).first():
+            raise Conflict(f"runs started from {mv.name!r} still exist; delete them first")
+        if s.exec(select(Battle).where((Battle.model_a_id == model_id) | (Battle.model_b_id == model_id))
+                  ).first():
+            raise Conflict(f"{mv.name!r} has arena battles; take it out of the arena instead")
+        s.delete(mv)
+        s.commit()

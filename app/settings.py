@@ -26,6 +26,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
+    # Local port of the shared voter app (default: port + 1).
+    voter_port: int | None = None
     auth: tuple[tuple[str, str], ...] = ()
     database_url: str | None = None
     # Environment passed to every training subprocess on top of os.environ
@@ -33,6 +35,20 @@ class Settings:
     job_env: dict[str, str] = field(default_factory=dict)
     # Let training overrides use trust_remote_code and files outside storage/recipes.
     allow_unsafe_overrides: bool = False
+    # Arena: a finished training run's model joins the arena by itself.
+    auto_arena: bool = True
+    # Arena limits, applied to voters in the shared app (and to the API).
+    voter_messages_per_minute: int = 12
+    voter_votes_per_minute: int = 30
+    max_prompt_chars: int = 4000
+    max_turns: int = 8
+    # Voters may see the leaderboard.
+    voter_leaderboard: bool = True
+    # Local chat models: how many stay loaded and how much memory they may use.
+    chat_cache_models: int = 3
+    chat_cache_gib: float = 8.0
+    # GPU index for in-process chat models (None: the first visible device, or CPU).
+    chat_gpu: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())

@@ -39,9 +39,10 @@ class ModelVersion(SQLModel, table=True):
     __tablename__ = "models"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
-    # base | adapter | merged | ollama | openai
+    # base | adapter | full (local weights) | ollama | openai (served elsewhere)
     kind: str
     # Root weights (a local dir or a Hub id); adapters are applied on top of it.
+    # For ollama/openai models: the model name the server knows (meta["endpoint"] is its URL).
     base_path: str
     adapter_path: str | None = None
     template: str = "chatml"
@@ -106,7 +107,10 @@ class BattleTurn(SQLModel, table=True):
     messages: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON))
     answer_a: str = ""
     answer_b: str = ""
+    # Per side: ttft_s, total_s, tokens, tokens_per_s, finish ("stop" | "length" | "error").
     timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # Generation settings both sides used for this turn.
+    gen_settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -132,4 +136,29 @@ class Deployment(SQLModel, table=True):
     status: str = "pending"
     url: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VoterAccount(SQLModel, table=True):
+    """A person allowed into the shared voter app (arena only)."""
+
+    __tablename__ = "voter_accounts"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True)
+    # PBKDF2-SHA256 "iterations$salt$hash" (hex); never the password itself.
+    password_hash: str
+    invite_id: int | None = Field(default=None, foreign_key="voter_invites.id")
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VoterInvite(SQLModel, table=True):
+    """An invite code: a voter signs in with any new name and the code as password."""
+
+    __tablename__ = "voter_invites"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, index=True)
+    max_uses: int = 1
+    uses: int = 0
+    note: str = ""
     created_at: datetime = Field(default_factory=utcnow)

@@ -399,14 +399,14 @@ def finalize_run(
                 + log_tail(run_dir(run) / LOG_NAME, 25)
             )
         if run.status == "succeeded":
-            run.output_model_id = _register_output(s, run, ft)
+            run.output_model_id = _register_output(s, run, ft, wb.settings.auto_arena)
         s.add(run)
         s.commit()
         s.refresh(run)
     return run
 
 
-def _register_output(s, run: Run, finetuning_type: str) -> int:
+def _register_output(s, run: Run, finetuning_type: str, in_arena: bool) -> int:
     parent = s.get(ModelVersion, run.model_id)
     name = run.name
     if s.exec(select(ModelVersion).where(ModelVersion.name == name)).first():
@@ -425,6 +425,7 @@ def _register_output(s, run: Run, finetuning_type: str) -> int:
         finetuning_type=finetuning_type,
         parent_id=parent.id,
         run_id=run.id,
+        in_arena=in_arena,
         meta={"metrics": run.metrics, "recipe": run.recipe},
     )
     s.add(mv)

@@ -19,6 +19,8 @@ class Workbench:
     def __init__(self, settings: Settings, start_jobs: bool = True) -> None:
         from app.chat_engines import ChatCache
         from app.jobs import JobRunner
+        from app.leaderboard import LeaderboardCache
+        from app.voters import VoterLimits
 
         self.settings = settings
         for d in (settings.home, settings.datasets_dir, settings.runs_dir, settings.models_dir):
@@ -28,8 +30,11 @@ class Workbench:
         # Serialises writers of storage-side files such as dataset_info.json.
         self.files_lock = threading.Lock()
         self.jobs = JobRunner(self)
-        self.chat = ChatCache()
+        self.chat = ChatCache(settings.chat_cache_models, settings.chat_cache_gib * 2**30)
         self._hardware = None
+        self.leaderboard = LeaderboardCache(self)
+        # Per-voter message/vote budgets and prompt limits for the shared arena.
+        self.voter_limits = VoterLimits(settings)
         if start_jobs:
             self.jobs.start()
 

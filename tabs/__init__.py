@@ -1,4 +1,5 @@
-"""The Gradio UI: one module per tab, assembled here. UI wiring only."""
+"""The Gradio UIs: the full workbench (one module per tab) and the arena-only voter app.
+UI wiring only: every action is a function in app/."""
 
 from __future__ import annotations
 
@@ -8,13 +9,47 @@ from app.workbench import Workbench
 
 
 def build_ui(wb: Workbench) -> gr.Blocks:
+    from app import preference_export, training
     from tabs import arena_tab, data_tab, registry_tab, train_tab
+    from tabs.common import user_errors
 
-    with gr.Blocks(title="Forgeloop") as demo:
+    with gr.Blocks(title="Forgeloop", head=arena_tab.SHORTCUTS_JS) as demo:
         gr.Markdown("# Forgeloop\nData → Train → Arena → Registry, and round again.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             data_tab.build(wb)
-            train_tab.build(wb)
-            arena_tab.build(wb)
+            _, train_form = train_tab.build(wb)
+
+            def wire_train(button: gr.Button, dataset_state: gr.State) -> None:
+                """"Train DPO on these votes": open the Train tab pre-filled."""
+                recipes = training.load_recipes()
+
+                @user_errors
+                def prefill(dataset_id):
+                    if dataset_id is None:
+                        raise gr.Error("build a DPO dataset from the votes first")
+                    req = preference_export.suggest_dpo_training(wb, int(dataset_id))
+                    return (gr.Tabs(selected="train"), *train_tab.prefill_updates(wb, recipes, req))
+
+                button.click(prefill, dataset_state, [tabs, *train_tab.prefill_outputs(train_form)],
+                             show_api=False)
+
+            arena_tab.build(wb, wire_train)
             registry_tab.build(wb)
+    return demo
+
+
+def build_voter_app(wb: Workbench) -> gr.Blocks:
+    """What voters reach through the share link: blind battles and (if allowed) the
+    leaderboard. No training, registry, export or admin function exists in it."""
+    from tabs import arena_tab
+
+    with gr.Blocks(title="Forgeloop Arena", head=arena_tab.SHORTCUTS_JS) as demo:
+        gr.Markdown("# Forgeloop Arena\nTwo anonymous models answer; vote for the better one. "
+                    "Their names are revealed after your vote.")
+        with gr.Tabs():
+            with gr.Tab("Battle"):
+                arena_tab.build_battle(wb, voter_mode=True)
+            if wb.settings.voter_leaderboard:
+                with gr.Tab("Leaderboard"):
+                    arena_tab.build_leaderboard(wb)
     return demo

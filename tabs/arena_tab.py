@@ -1,86 +1,346 @@
-"""Arena tab: the same prompt to two models, a vote, and votes → a DPO dataset."""
+"""Arena tab: blind or named battles streaming side by side, votes, the leaderboard, and
+votes → training data. ``build_battle`` and ``build_leaderboard`` also make the voter app."""
 
 from __future__ import annotations
 
-import gradio as gr
+from dataclasses import dataclass
+from datetime import datetime
 
-from app import arena, preference_export
+import gradio as gr
+import pandas as pd
+
+from app import arena, preference_export, voters
 from app.chat_engines import GenSettings
+from app.errors import ForgeloopError
 from app.workbench import Workbench
 from tabs.common import model_choices, user_errors
 
+# Keys 1-4 vote, N starts a new battle, unless the user is typing.
+SHORTCUTS_JS = """
+<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.isContentEditable)) return;
+  const ids = {'1': 'vote-a', '2': 'vote-b', '3': 'vote-tie', '4': 'vote-both_bad', 'n': 'new-battle'};
+  const id = ids[e.key.toLowerCase()];
+  const el = id && document.getElementById(id);
+  if (el && !el.disabled) { el.click(); e.preventDefault(); }
+});
+</script>
+"""
+VOTE_LABELS = {"a": "👈 A is better", "b": "👉 B is better", "tie": "🤝 Tie", "both_bad": "👎 Both are bad"}
 
-def _chat(turns, side: str) -> list[dict]:
+
+def voter_id(request: gr.Request | None) -> str:
+    """The logged-in user, else this browser session: never the IP alone."""
+    if request is not None and request.username:
+        return request.username
+    return f"session:{request.session_hash}" if request is not None else "local"
+
+
+def chat_for(turn_rows, side: str, live: tuple[str, str] | None = None) -> list[dict]:
+    """One side's view: each user message with that side's own answer."""
     msgs: list[dict] = []
-    for t in turns:
+    for t in turn_rows:
         msgs.append({"role": "user", "content": t.messages[-1]["content"]})
         msgs.append({"role": "assistant", "content": t.answer_a if side == "a" else t.answer_b})
+    if live is not None:
+        msgs.append({"role": "user", "content": live[0]})
+        msgs.append({"role": "assistant", "content": live[1] or "…"})
     return msgs
 
 
-def build(wb: Workbench) -> gr.Tab:
-    with gr.Tab("Arena", id="arena") as tab:
-        battle_id = gr.State(None)
+@dataclass
+class BattleUI:
+    battle_id: gr.State
+    mode: gr.Radio
+    model_a: gr.Dropdown
+    model_b: gr.Dropdown
+    chat_a: gr.Chatbot
+    chat_b: gr.Chatbot
+    prompt: gr.Textbox
+    status: gr.Markdown
+
+
+def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
+    battle_id = gr.State(None)
+    with gr.Row(visible=not voter_mode):
+        mode = gr.Radio([("Anonymous (sampled pair)", "anonymous"), ("Named", "named")],
+                        value="anonymous", label="Mode", scale=2)
+        model_a = gr.Dropdown(model_choices(wb), label="Model A", visible=False, scale=2)
+        model_b = gr.Dropdown(model_choices(wb), label="Model B", visible=False, scale=2)
+    with gr.Accordion("Generation settings", open=False, visible=not voter_mode):
         with gr.Row():
-            model_a = gr.Dropdown(model_choices(wb), label="Model A")
-            model_b = gr.Dropdown(model_choices(wb), label="Model B")
-            max_tokens = gr.Slider(8, 512, value=64, step=8, label="Max new tokens")
             temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
-        with gr.Row():
-            chat_a = gr.Chatbot(type="messages", label="Model A", height=300)
-            chat_b = gr.Chatbot(type="messages", label="Model B", height=300)
-        with gr.Row():
-            prompt = gr.Textbox(label="Your message", scale=4)
-            send = gr.Button("Send", variant="primary", scale=1)
-        with gr.Row():
-            vote_buttons = {
-                "a": gr.Button("👈 A is better"),
-                "b": gr.Button("👉 B is better"),
-                "tie": gr.Button("🤝 Tie"),
-                "both_bad": gr.Button("👎 Both are bad"),
-            }
-            new_round = gr.Button("🔄 New battle")
-        status = gr.Markdown()
-        with gr.Accordion("Votes → DPO dataset", open=False):
-            ds_name = gr.Textbox(label="Dataset name", value="arena-votes")
-            build_ds = gr.Button("Build DPO dataset from votes")
-            build_status = gr.Markdown()
+            top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+            max_tokens = gr.Slider(8, 2048, value=256, step=8, label="Max new tokens")
+        system = gr.Textbox(label="System prompt", placeholder="(none)")
+    with gr.Row():
+        chat_a = gr.Chatbot(type="messages", label="Model A", height=360, elem_id="chat-a")
+        chat_b = gr.Chatbot(type="messages", label="Model B", height=360, elem_id="chat-b")
+    with gr.Row():
+        prompt = gr.Textbox(label="Your message", placeholder="Ask both models something…", scale=5,
+                            elem_id="arena-prompt")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="arena-send")
+    with gr.Row():
+        buttons = {c: gr.Button(label, interactive=False, elem_id=f"vote-{c}") for c, label in
+                   VOTE_LABELS.items()}
+        regen = gr.Button("🔁 Regenerate", interactive=False)
+        new = gr.Button("🆕 New battle", elem_id="new-battle")
+    edit = gr.Textbox(label="Both were bad: write the answer you wanted, then send your next message",
+                      visible=False)
+    status = gr.Markdown("Keys: **1** A better · **2** B better · **3** tie · **4** both bad · "
+                         "**N** new battle")
 
-        @user_errors
-        def on_send(bid, a, b, text, n_tokens, temp):
-            if a is None or b is None:
-                raise gr.Error("choose two models")
+    def limits(request: gr.Request | None, prompt_text: str | None = None, index: int = 0) -> str:
+        who = voter_id(request)
+        if voter_mode:
+            if prompt_text is not None:
+                wb.voter_limits.messages.check(who)
+                wb.voter_limits.check_prompt(prompt_text, index)
+            else:
+                wb.voter_limits.votes.check(who)
+        return who
+
+    def votes_off():
+        return [gr.update(interactive=False)] * (len(buttons) + 1)
+
+    def streaming(bid, stream, text):
+        history = arena.turns(wb, bid)
+        for progress in stream:
+            live_a = (text, progress.answer_a)
+            live_b = (text, progress.answer_b)
+            if progress.turn is not None:
+                history, live_a, live_b = arena.turns(wb, bid), None, None
+            yield (bid, chat_for(history, "a", live_a), chat_for(history, "b", live_b))
+
+    def on_send(bid, mode_value, a, b, temp, tp, n_tokens, sys_prompt, text, edited, request: gr.Request):
+        try:
+            index = len(arena.turns(wb, bid)) if bid is not None else 0
+            who = limits(request, text or "", index)
             if bid is None:
-                gen = GenSettings(temperature=float(temp), max_new_tokens=int(n_tokens))
-                bid = arena.new_battle(wb, int(a), int(b), gen=gen).id
-            arena.play_turn(wb, bid, text)
-            turns = arena.turns(wb, bid)
-            return bid, _chat(turns, "a"), _chat(turns, "b"), "", "Vote when you have read both answers."
+                gen = GenSettings(float(temp), float(tp), int(n_tokens), sys_prompt or "")
+                ids = (None, None) if mode_value == "anonymous" else (a, b)
+                bid = arena.new_battle(wb, *ids, gen=gen, voter=who,
+                                       mode="anonymous" if voter_mode else mode_value).id
+            stream = arena.stream_turn(wb, bid, text, edited_answer=edited or None)
+            for state, ca, cb in streaming(bid, stream, (text or "").strip()):
+                yield (state, ca, cb, "", "Both models are answering…", gr.update(visible=False),
+                       *votes_off())
+        except ForgeloopError as e:
+            raise gr.Error(str(e)) from e
+        done = [gr.update(interactive=True)] * (len(buttons) + 1)
+        yield (bid, gr.skip(), gr.skip(), "", "Read both answers, then vote.", gr.update(visible=False),
+               *done)
 
-        def on_vote(choice):
-            @user_errors
-            def handler(bid):
+    def on_regen(bid, request: gr.Request):
+        try:
+            limits(request, "", 0)
+            if bid is None:
+                raise gr.Error("send a message first")
+            text = arena.turns(wb, bid)[-1].messages[-1]["content"]
+            for state, ca, cb in streaming(bid, arena.regenerate(wb, bid), text):
+                yield (state, ca, cb, "Asking both models again…", *votes_off())
+        except ForgeloopError as e:
+            raise gr.Error(str(e)) from e
+        yield (bid, gr.skip(), gr.skip(), "Read both answers, then vote.",
+               *[gr.update(interactive=True)] * (len(buttons) + 1))
+
+    def on_vote(choice: str):
+        def handler(bid, request: gr.Request):
+            try:
+                who = limits(request)
                 if bid is None:
                     raise gr.Error("send a message first")
-                arena.vote(wb, bid, choice)
+                v = arena.vote(wb, bid, choice, voter=who)
                 names = arena.reveal(wb, bid)
-                return f"Vote saved. A was **{names['a']}**, B was **{names['b']}**."
-            return handler
+            except ForgeloopError as e:
+                raise gr.Error(str(e)) from e
+            note = f" (flagged: {', '.join(v.flags)})" if v.flags else ""
+            msg = (f"Vote saved{note}. **A** was **{names['a']}**, **B** was **{names['b']}**. "
+                   "Keep chatting with both, or start a new battle.")
+            return (msg, gr.update(label=f"A · {names['a']}"), gr.update(label=f"B · {names['b']}"),
+                    gr.update(visible=choice == "both_bad", value=""), *votes_off())
+        return handler
 
-        def on_new():
-            return None, [], [], ""
+    def on_new():
+        return (None, gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"),
+                "New battle: type a message.", gr.update(visible=False), *votes_off())
 
-        @user_errors
-        def on_build(name):
-            ds = preference_export.build_dpo_dataset(wb, name.strip())
-            return f"Built **{ds.name}** with {ds.num_rows} preference pairs."
+    vote_outputs = [*buttons.values(), regen]
+    send_inputs = [battle_id, mode, model_a, model_b, temperature, top_p, max_tokens, system, prompt, edit]
+    send_outputs = [battle_id, chat_a, chat_b, prompt, status, edit, *vote_outputs]
+    for trigger in (send.click, prompt.submit):
+        trigger(on_send, send_inputs, send_outputs, api_name="arena_send" if trigger == send.click
+                else False, concurrency_limit=4, concurrency_id="generation")
+    regen.click(on_regen, battle_id, [battle_id, chat_a, chat_b, status, *vote_outputs],
+                api_name="arena_regenerate", concurrency_limit=4, concurrency_id="generation")
+    for choice, button in buttons.items():
+        button.click(on_vote(choice), battle_id, [status, chat_a, chat_b, edit, *vote_outputs],
+                     api_name=f"arena_vote_{choice}")
+    new.click(on_new, None, [battle_id, chat_a, chat_b, status, edit, *vote_outputs], api_name="arena_new")
+    mode.change(lambda m: (gr.update(visible=m == "named"),) * 2, mode, [model_a, model_b],
+                show_api=False)
+    return BattleUI(battle_id, mode, model_a, model_b, chat_a, chat_b, prompt, status)
 
-        send.click(on_send, [battle_id, model_a, model_b, prompt, max_tokens, temperature],
-                   [battle_id, chat_a, chat_b, prompt, status], api_name="arena_send")
-        for choice, button in vote_buttons.items():
-            button.click(on_vote(choice), battle_id, status, api_name=f"vote_{choice}")
-        new_round.click(on_new, None, [battle_id, chat_a, chat_b, status], show_api=False)
-        build_ds.click(on_build, ds_name, build_status, api_name="build_dpo_dataset")
-        tab.select(lambda: (gr.update(choices=model_choices(wb)),) * 2, None, [model_a, model_b],
+
+def heatmap(frame: pd.DataFrame, title: str, fmt: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(frame), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 0.9 + 0.7 * n))
+    values = frame.to_numpy(dtype=float) if len(frame) else [[float("nan")]]
+    im = ax.imshow(values, cmap="RdYlGn" if "win" in title.lower() else "Blues")
+    ax.set_xticks(range(len(frame.columns)), list(frame.columns), rotation=45, ha="right")
+    ax.set_yticks(range(len(frame.index)), list(frame.index))
+    for i in range(len(frame.index)):
+        for j in range(len(frame.columns)):
+            v = frame.iat[i, j]
+            if pd.notna(v):
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def leaderboard_outputs(wb: Workbench):
+    view = wb.leaderboard.get()
+    table = view.table.copy()
+    for col in ("rating", "lower", "upper"):
+        table[col] = table[col].round(0)
+    pos, length = view.position, view.length
+    lines = [f"**{view.votes_used} valid votes.** Position bias: the left answer won "
+             f"{pos.get('left_win_rate', float('nan')):.0%} of {pos.get('n', 0)} decisive votes. "
+             f"Length bias: the longer answer won {length.get('longer_win_rate', float('nan')):.0%} "
+             f"of {length.get('n', 0)}."]
+    for sep in view.separation:
+        need = sep["votes_needed"]
+        lines.append(f"- {sep['better']} vs {sep['worse']}: gap {sep['gap']:.0f}; "
+                     f"≈{need if need is not None else '∞'} head-to-head votes to separate")
+    return (table, heatmap(view.win_rates, "Win rate (row vs column)", ".2f"),
+            heatmap(view.counts, "Battles", ".0f"), "\n".join(lines))
+
+
+def build_leaderboard(wb: Workbench) -> None:
+    refresh = gr.Button("Refresh leaderboard")
+    table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
+                         interactive=False)
+    notes = gr.Markdown()
+    with gr.Row():
+        wins = gr.Plot(label="Win rates")
+        counts = gr.Plot(label="Battle counts")
+    refresh.click(lambda: leaderboard_outputs(wb), None, [table, wins, counts, notes],
+                  api_name="leaderboard")
+
+
+def _date(text: str) -> datetime | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        raise gr.Error(f"dates look like 2026-11-22, got {text!r}") from e
+
+
+def _count_text(wb: Workbench) -> str:
+    c = preference_export.live_counts(wb)
+    return (f"Live preference data: **{c['votes']}** votes, **{c['dpo_pairs']}** DPO pairs ready, "
+            f"{c['flagged']} flagged (excluded by default).")
+
+
+def build_exports(wb: Workbench, on_train) -> None:
+    counts = gr.Markdown(value=lambda: _count_text(wb))
+    with gr.Row():
+        since = gr.Textbox(label="Votes since (YYYY-MM-DD)")
+        until = gr.Textbox(label="Votes until")
+        models = gr.Dropdown(model_choices(wb), multiselect=True, label="Only these models")
+        min_votes = gr.Number(value=0, precision=0, label="Min votes per model")
+        flagged = gr.Checkbox(label="Include flagged votes")
+    name = gr.Textbox(label="Dataset name (optional: a content hash names it)")
+    with gr.Row():
+        dpo = gr.Button("Build DPO dataset", variant="primary")
+        kto = gr.Button("Build KTO dataset (both-bad as negatives)")
+        trl = gr.Button("Export TRL preference JSONL")
+        train = gr.Button("Train DPO on these votes →")
+    result = gr.Markdown()
+    file = gr.File(label="TRL export", visible=False)
+    built = gr.State(None)
+
+    def flt(s, u, ids, n, inc):
+        return preference_export.VoteFilter(_date(s), _date(u), [int(i) for i in ids or []] or None,
+                                            int(n or 0), bool(inc))
+
+    filters = [since, until, models, min_votes, flagged]
+
+    @user_errors
+    def on_dpo(nm, *f):
+        ds = preference_export.build_dpo_dataset(wb, (nm or "").strip() or None, flt(*f))
+        return f"DPO dataset **{ds.name}**: {ds.num_rows} pairs from {len(ds.meta['vote_ids'])} votes.", ds.id
+
+    @user_errors
+    def on_kto(nm, *f):
+        ds = preference_export.build_kto_dataset(wb, (nm or "").strip() or None, flt(*f))
+        return f"KTO dataset **{ds.name}**: {ds.num_rows} examples.", gr.skip()
+
+    @user_errors
+    def on_trl(*f):
+        path = wb.settings.datasets_dir / f"trl-preferences-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        n = preference_export.export_trl_jsonl(wb, path, flt(*f))
+        return f"Exported {n} pairs in TRL's format.", gr.update(value=str(path), visible=True)
+
+    dpo.click(on_dpo, [name, *filters], [result, built], api_name="build_dpo_dataset")
+    kto.click(on_kto, [name, *filters], [result, built], api_name="build_kto_dataset")
+    trl.click(on_trl, filters, [result, file], api_name="export_trl")
+    on_train(train, built)
+    gr.on([dpo.click, kto.click], lambda: _count_text(wb), None, counts, show_api=False)
+
+
+def build_voter_admin(wb: Workbench) -> None:
+    gr.Markdown("People who vote through the shared link (`--share`) sign in with an account or "
+                "with any new name plus an invite code as the password.")
+    with gr.Row():
+        uses = gr.Number(value=10, precision=0, label="Invite uses")
+        note = gr.Textbox(label="Note")
+        invite = gr.Button("Create invite code")
+    with gr.Row():
+        user = gr.Textbox(label="Voter name")
+        password = gr.Textbox(label="Password", type="password")
+        add = gr.Button("Create voter account")
+    out = gr.Markdown()
+
+    @user_errors
+    def on_invite(n, text):
+        inv = voters.create_invite(wb, max_uses=int(n or 1), note=text or "")
+        return f"Invite code: `{inv.code}` ({inv.max_uses} uses)."
+
+    @user_errors
+    def on_add(u, p):
+        acc = voters.create_voter(wb, (u or "").strip(), p or "")
+        return f"Voter **{acc.username}** created."
+
+    invite.click(on_invite, [uses, note], out, api_name="create_invite")
+    add.click(on_add, [user, password], out, api_name="create_voter")
+
+
+def build(wb: Workbench, on_train) -> gr.Tab:
+    """The workbench's Arena tab. ``on_train(button, dataset_state)`` wires "Train DPO on
+    these votes" to the Train tab."""
+    with gr.Tab("Arena", id="arena") as tab:
+        with gr.Tab("Battle"):
+            ui = build_battle(wb)
+        with gr.Tab("Leaderboard"):
+            build_leaderboard(wb)
+        with gr.Tab("Votes → data"):
+            build_exports(wb, on_train)
+        with gr.Tab("Voters"):
+            build_voter_admin(wb)
+        tab.select(lambda: (gr.update(choices=model_choices(wb)),) * 2, None, [ui.model_a, ui.model_b],
                    show_api=False)
     return tab
+

@@ -13,13 +13,18 @@ from tabs.common import model_choices, user_errors
 def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
+    loaded = {e["model_id"] for e in wb.chat.loaded()}
     rows = [
         {"id": m.id, "name": m.name, "kind": m.kind, "parent": names.get(m.parent_id, ""),
-         "run": m.run_id or "", "template": m.template,
-         "path": m.adapter_path.split(",")[-1] if m.adapter_path else m.base_path}
+         "run": m.run_id or "", "arena": "yes" if m.in_arena else "",
+         "loaded": "yes" if m.id in loaded else "",
+         "template": m.template,
+         "where": (m.meta or {}).get("endpoint", "") + (" · " if m.kind in ("ollama", "openai") else "")
+         + (m.adapter_path.split(",")[-1] if m.adapter_path else m.base_path)}
         for m in models
     ]
-    return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "template", "path"])
+    return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "template",
+                                       "where"])
 
 
 def lineage_text(wb: Workbench, model_id: int | None) -> str:
@@ -50,8 +55,23 @@ def build(wb: Workbench) -> gr.Tab:
             path = gr.Textbox(label="Local folder or Hub id", placeholder="/models/Qwen2.5-0.5B")
             template = gr.Textbox(label="Template (optional)", placeholder="from the tokenizer")
             add = gr.Button("Register base model")
+        with gr.Accordion("Add a model served elsewhere (Ollama, OpenAI-compatible)", open=False):
+            with gr.Row():
+                r_name = gr.Textbox(label="Name", placeholder="llama3.2-ollama")
+                r_kind = gr.Dropdown([("Ollama", "ollama"), ("OpenAI-compatible", "openai")],
+                                     value="ollama", label="Server")
+                r_url = gr.Textbox(label="URL", placeholder="http://127.0.0.1:11434 or http://host:8000/v1")
+                r_model = gr.Textbox(label="Model on the server", placeholder="llama3.2:1b")
+                r_key = gr.Textbox(label="API key (optional)", type="password")
+            add_remote = gr.Button("Register served model")
         status = gr.Markdown()
         table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False)
+        with gr.Row():
+            target = gr.Dropdown(model_choices(wb), label="Model")
+            arena_on = gr.Button("Put in arena")
+            arena_off = gr.Button("Take out of arena")
+            unload = gr.Button("Unload from memory")
+            delete = gr.Button("Delete", variant="stop")
         pick = gr.Dropdown(model_choices(wb), label="Show lineage of")
         lineage = gr.Markdown()
 
@@ -66,10 +86,41 @@ def build(wb: Workbench) -> gr.Tab:
             mv = registry.register_base_model(wb, n.strip(), p, t.strip() or None)
             return f"Registered **{mv.name}** (template {mv.template}).", models_frame(wb)
 
+        @user_errors
+        def on_remote(n, kind, url, model, key):
+            mv = registry.register_remote_model(wb, (n or "").strip(), kind, url, model, key or None)
+            return f"Registered **{mv.name}** ({kind} at {mv.meta['endpoint']}).", models_frame(wb)
+
+        def need(model_id):
+            if model_id is None:
+                raise gr.Error("choose a model first")
+            return int(model_id)
+
+        @user_errors
+        def on_arena(model_id, flag):
+            mv = registry.set_in_arena(wb, need(model_id), flag)
+            return f"**{mv.name}** is {'in' if flag else 'out of'} the arena.", models_frame(wb)
+
+        @user_errors
+        def on_unload(model_id):
+            done = wb.chat.unload(need(model_id))
+            return ("Unloaded." if done else "It was not loaded."), models_frame(wb)
+
+        @user_errors
+        def on_delete(model_id):
+            registry.delete_model(wb, need(model_id))
+            return "Deleted.", models_frame(wb)
+
+        add_remote.click(on_remote, [r_name, r_kind, r_url, r_model, r_key], [status, table],
+                         api_name="register_served_model")
+        arena_on.click(lambda i: on_arena(i, True), target, [status, table], api_name="arena_on")
+        arena_off.click(lambda i: on_arena(i, False), target, [status, table], api_name="arena_off")
+        unload.click(on_unload, target, [status, table], api_name="unload_model")
+        delete.click(on_delete, target, [status, table], api_name="delete_model")
         starter.click(on_starter, None, [status, table, starter_box], api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
-                            gr.update(choices=model_choices(wb))),
-                   None, [table, starter_box, pick], show_api=False)
+                            gr.update(choices=model_choices(wb)), gr.update(choices=model_choices(wb))),
+                   None, [table, starter_box, pick, target], show_api=False)
     return tab

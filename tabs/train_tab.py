@@ -126,7 +126,18 @@ def build_monitor(wb: Workbench) -> Monitor:
                    gpu_memory, log, runs)
 
 
-def build(wb: Workbench) -> gr.Tab:
+def prefill_updates(wb: Workbench, recipes: dict[str, training.Recipe], request: dict) -> list:
+    """Form updates that load a request (recipe, model, datasets) into the Train form."""
+    recipe = recipes[request["recipe"]]
+    over = dict(request.get("overrides") or {})
+    values = [gr.update(value=over.pop(k, recipe.defaults.get(k, FIELDS[k][1])),
+                        visible=k != "lora_rank" or recipe.finetuning_type == "lora") for k in FIELDS]
+    return [gr.update(value=recipe.name), gr.update(choices=model_choices(wb), value=request["model_id"]),
+            gr.update(choices=dataset_choices(wb, recipe.stage), value=request["dataset_ids"]),
+            recipe.description, yaml.safe_dump(over) if over else "", *values]
+
+
+def build(wb: Workbench) -> tuple[gr.Tab, Form]:
     recipes = training.load_recipes()
     with gr.Tab("Train", id="train") as tab:
         form = build_form(wb, recipes)
@@ -212,15 +223,10 @@ def build(wb: Workbench) -> gr.Tab:
         def on_load(run_id):
             """Re-run with edits: load the run's request into the form."""
             run = training.get_run(wb, _need(run_id))
-            req = run.request or {}
-            over = dict(req.get("overrides") or {})
-            recipe = recipes[run.recipe]
-            values = [gr.update(value=over.pop(k, recipe.defaults.get(k, FIELDS[k][1])))
-                      for k in field_keys]
-            return (gr.update(value=run.recipe), gr.update(choices=model_choices(wb), value=run.model_id),
-                    gr.update(choices=dataset_choices(wb, recipe.stage), value=run.dataset_ids),
-                    "", req.get("val_size", 0.0), req.get("gpus") or [], req.get("deepspeed") or "",
-                    yaml.safe_dump(over) if over else "", *values,
+            req = dict(run.request or {"recipe": run.recipe, "model_id": run.model_id,
+                                       "dataset_ids": run.dataset_ids})
+            return (*prefill_updates(wb, recipes, req), "", req.get("val_size", 0.0),
+                    req.get("gpus") or [], req.get("deepspeed") or "",
                     f"Loaded **{run.name}** into the form; edit and start a new run.")
 
         outs = [form.about, form.model, form.data, *form.fields.values()]
@@ -234,13 +240,18 @@ def build(wb: Workbench) -> gr.Tab:
         mon.cancel.click(on_cancel, mon.watch, manage, api_name="cancel_run")
         mon.resume.click(on_resume, mon.watch, manage, api_name="resume_run")
         mon.delete.click(on_delete, mon.watch, manage, api_name="delete_run")
-        mon.rerun.click(on_load, mon.watch, [*inputs[:8], *form.fields.values(), status],
-                        show_api=False)
+        mon.rerun.click(on_load, mon.watch, [*prefill_outputs(form), form.name, form.val_size, form.gpus,
+                                             form.deepspeed, status], show_api=False)
         views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.log, mon.runs,
                  shown]
         mon.watch.change(on_tick, [mon.watch, shown], views, show_api=False)
         timer.tick(on_tick, [mon.watch, shown], views, show_api=False)
-    return tab
+    return tab, form
+
+
+def prefill_outputs(form: Form) -> list:
+    """The components ``prefill_updates`` fills, in its order."""
+    return [form.recipe, form.model, form.data, form.about, form.advanced, *form.fields.values()]
 
 
 def _need(run_id) -> int:
