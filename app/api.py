@@ -5,17 +5,17 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
 from app import training
-from app.errors import Conflict, ForgeloopError, InvalidInput, NotFound
+from app.errors import Conflict, ForgeloopError, InvalidInput, NotFound, RateLimited
 from app.workbench import Workbench
 
 DEFAULT_RECIPES = {"cpt": "cpt_lora", "sft": "sft_lora", "dpo": "dpo_lora", "kto": "kto_lora"}
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409}
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, RateLimited: 429}
 
 
 class TrainBody(BaseModel):
@@ -135,8 +135,6 @@ class FeedbackBody(BaseModel):
 
 def arena_router(wb: Workbench, user_of) -> APIRouter:
     """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
-    from fastapi import Request
-
     from app import arena, leaderboard, registry
     from app.chat_engines import Finish, GenSettings
 
@@ -178,9 +176,9 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     def board(include_flagged: bool = False):
         view = (leaderboard.compute(wb, include_flagged=True) if include_flagged
                 else wb.leaderboard.get())
-        rows = json_rows(view.table)
-        return {"models": rows, "votes": view.votes_used, "position_bias": view.position,
-                "length_bias": view.length, "separation": view.separation}
+        return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
+                          "position_bias": view.position, "length_bias": view.length,
+                          "separation": view.separation})
 
     @r.get("/battles")
     def battles(limit: int = 100, offset: int = 0):
@@ -189,19 +187,21 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     return r
 
 
-def json_rows(frame) -> list[dict[str, Any]]:
-    """DataFrame rows as JSON-safe dicts (NaN and NA become null)."""
+def json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars become Python numbers, NaN/inf/NA become null."""
     import math
 
-    out = []
-    for rec in frame.astype(object).to_dict("records"):
-        row = {}
-        for k, v in rec.items():
-            v = v.item() if hasattr(v, "item") else v  # numpy scalars
-            missing = v is None or str(v) == "<NA>" or (isinstance(v, float) and math.isnan(v))
-            row[k] = None if missing else v
-        out.append(row)
-    return out
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is not None and str(value) == "<NA>":
+        return None
+    return value
 
 
 def api_user(request) -> str:

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func
@@ -197,7 +197,7 @@ def stream_turn(
             progress.timings[side] = item
         else:
             setattr(progress, f"answer_{side}", getattr(progress, f"answer_{side}") + item)
-        yield progress
+        yield replace(progress, timings=dict(progress.timings))  # a snapshot per update
     turn = BattleTurn(battle_id=battle_id, turn=index, messages=messages,
                       answer_a=progress.answer_a, answer_b=progress.answer_b,
                       timings=progress.timings, gen_settings=gen.as_dict())

@@ -15,6 +15,8 @@ from app import ratings
 from app.tables import Battle, BattleTurn, ModelVersion, Vote
 from app.workbench import Workbench
 
+PRIOR_VOTES = 1.0
+
 
 def vote_records(wb: Workbench, include_flagged: bool = False) -> list[dict[str, Any]]:
     """One dict per vote: model names, choice, the prompt history (the bootstrap cluster)
@@ -59,7 +61,9 @@ def compute(
         names = [m.name for m in s.exec(select(ModelVersion).order_by(ModelVersion.id)) if m.in_arena]
     names += sorted({r[k] for r in records for k in ("a", "b")} - set(names))
     table = ratings.VoteTable.from_records(records, both_bad=both_bad, names=names)
-    board = ratings.leaderboard(table, rounds=rounds, seed=seed)
+    # A weak prior worth about one vote keeps ratings finite and modest while votes are few
+    # (a single win would otherwise push the MLE gap towards infinity); it fades as votes grow.
+    board = ratings.leaderboard(table, rounds=rounds, seed=seed, l2=PRIOR_VOTES / max(len(table), 1))
     kept = [r for r in records if both_bad == "tie" or r["choice"] != "both_bad"]
     outcome = table.outcome
     length = ratings.length_bias([r["len_a"] for r in kept], [r["len_b"] for r in kept], outcome)

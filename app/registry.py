@@ -200,3 +200,22 @@ def delete_model(wb: Workbench, model_id: int) -> None:
             raise Conflict(f"{mv.name!r} has arena battles; take it out of the arena instead")
         s.delete(mv)
         s.commit()
+
+
+def register_adapter(wb: Workbench, name: str, parent_id: int, adapter_path: str) -> ModelVersion:
+    """Register an existing LoRA adapter folder trained on ``parent_id``'s weights."""
+    parent = get_model(wb, parent_id)
+    folder = Path(adapter_path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise InvalidInput(f"{folder} has no adapter_config.json; is it a LoRA adapter folder?")
+    if parent.kind not in ("base", "adapter", "full"):
+        raise InvalidInput(f"{parent.name!r} is served elsewhere; an adapter needs local weights")
+    chain = [p for p in (parent.adapter_path or "").split(",") if p] + [str(folder.resolve())]
+    with wb.session() as s:
+        _check_name(s, name)
+        mv = ModelVersion(name=name, kind="adapter", base_path=parent.base_path, adapter_path=",".join(chain),
+                          template=parent.template, parent_id=parent.id)
+        s.add(mv)
+        s.commit()
+        s.refresh(mv)
+    return mv

@@ -119,7 +119,9 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             index = len(arena.turns(wb, bid)) if bid is not None else 0
             who = limits(request, text or "", index)
             if bid is None:
-                gen = GenSettings(float(temp), float(tp), int(n_tokens), sys_prompt or "")
+                # Voters get the arena's defaults, whatever a crafted request sends.
+                gen = GenSettings() if voter_mode else GenSettings(float(temp), float(tp), int(n_tokens),
+                                                                   sys_prompt or "")
                 ids = (None, None) if mode_value == "anonymous" else (a, b)
                 bid = arena.new_battle(wb, *ids, gen=gen, voter=who,
                                        mode="anonymous" if voter_mode else mode_value).id

@@ -102,3 +102,59 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter SFT-trained on the starter model (real llamafactory-cli run), cached."""
+    from app import datasets, registry, training
+
+    h = hashlib.sha256(_starter_key().encode() + (ROOT / "recipes/sft_lora.yaml").read_bytes()
+                       + repr(sorted(FAST.items())).encode())
+    target = CACHE / f"sft-adapter-{h.hexdigest()[:16]}"
+    if (target / "adapter_config.json").is_file():
+        return target
+    wb = make_workbench(tmp_path_factory.mktemp("sft-adapter"))
+    try:
+        base = registry.register_base_model(wb, "starter", str(starter_dir))
+        ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
+        run = training.start_run(wb, training.TrainRequest("sft_lora", base.id, [ds.id], overrides=FAST))
+        run = wb.jobs.wait(run.id, 600)
+        assert run.status == "succeeded", run.error
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(run.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*"))
+    finally:
+        wb.close()
+    return target
+
+
+@pytest.fixture
+def duel(wb, starter, sft_adapter_dir):
+    """Two local contestants: the starter base and its SFT fine-tune."""
+    from app import registry
+
+    tuned = registry.register_adapter(wb, "tuned", starter.id, str(sft_adapter_dir))
+    return starter, tuned
+
+
+def neutral_brain(model: str, prompt: str) -> str:
+    """Stub replies that do not name the model (so votes are not flagged as identity leaks)."""
+    words = prompt.split()
+    return " ".join(["answer", str(len(model)), *words[::-1]])
+
+
+@pytest.fixture
+def stub():
+    from tests.ollama_stub import OllamaStub
+
+    with OllamaStub(models=["alpha:1b", "beta:1b", "gamma:1b"], brain=neutral_brain) as s:
+        yield s
+
+
+@pytest.fixture
+def served(wb, stub):
+    """Three arena models served by the Ollama stub."""
+    from app import registry
+
+    return [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
+            for n in ("alpha:1b", "beta:1b", "gamma:1b")]

@@ -129,3 +129,55 @@ def test_train_from_the_browser(page, server_with_data, tmp_path):
     page.get_by_role("tab", name="Registry").click()
     registry_table = page.get_by_role("tabpanel").locator("table")
     expect(registry_table.get_by_text("browser-sft", exact=True).first).to_be_visible()
+
+
+@pytest.fixture
+def arena_server(tmp_path, stub):
+    import launch
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    for n in ("alpha:1b", "beta:1b"):
+        registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
+    wb.close()
+    stub.chunk_delay = 0.15  # slow enough to watch both answers stream in
+    app, _, wb = launch.build_server(Settings(home=home))
+    with ServerThread(app) as srv:
+        yield srv, wb
+    wb.close()
+
+
+def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
+    from playwright.sync_api import expect
+
+    srv, wb = arena_server
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Arena").click()
+    prompt = "tell me something about the sea and the stars"
+    page.locator("#arena-prompt textarea").fill(prompt)
+    page.locator("#arena-send").click()
+    chat_a, chat_b = page.locator("#chat-a"), page.locator("#chat-b")
+    vote_a = page.locator("#vote-a")
+    # Mid-stream: both sides have started, voting is not yet possible.
+    expect(chat_a).to_contain_text("answer", timeout=20_000)
+    expect(chat_b).to_contain_text("answer")
+    expect(vote_a).to_be_disabled()
+    # Both finish (the last word of the reversed prompt), then voting opens.
+    expect(chat_a).to_contain_text("tell", timeout=30_000)
+    expect(chat_b).to_contain_text("tell", timeout=30_000)
+    expect(vote_a).to_be_enabled()
+    page.screenshot(path=str(Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "arena.png"),
+                    full_page=True)
+    page.keyboard.press("1")  # shortcut for "A is better"
+    status = page.get_by_text("Vote saved")
+    expect(status).to_be_visible()
+    expect(page.get_by_text("A was")).to_contain_text("alpha")
+    expect(page.get_by_text("A was")).to_contain_text("beta")
+    expect(vote_a).to_be_disabled()
+
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.get_by_role("button", name="Refresh leaderboard").click()
+    board = page.get_by_role("tabpanel").filter(has_text="Bradley").last
+    expect(board).to_contain_text("alpha")
+    expect(board).to_contain_text("beta")
+    expect(page.get_by_text("1 valid votes")).to_be_visible()

@@ -1,0 +1,160 @@
+"""Votes become a leaderboard and training data; the arena API and concurrent voters."""
+
+import json
+import threading
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from sqlmodel import func, select
+
+from app import arena, leaderboard, lf_loader, preference_export, registry
+from app.chat_engines import GenSettings
+from app.errors import InvalidInput
+from app.preference_export import VoteFilter
+from app.settings import Settings
+from app.tables import Vote
+from tests.conftest import ServerThread, make_workbench
+
+GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
+
+
+def cast(wb, a, b, prompt, choice, voter="local"):
+    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY, voter=voter)
+    arena.play_turn(wb, battle.id, prompt)
+    return arena.vote(wb, battle.id, choice, voter=voter)
+
+
+def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
+    alpha, beta, gamma = served
+    for i in range(12):
+        cast(wb, alpha, beta, f"q{i} a-b", "a" if i % 4 else "b")
+        cast(wb, beta, gamma, f"q{i} b-g", "a" if i % 4 else "tie")
+        cast(wb, gamma, alpha, f"q{i} g-a", "b")
+    view = wb.leaderboard.get(rounds=50)
+    assert list(view.table["model"]) == ["alpha", "beta", "gamma"]
+    assert (view.table["lower"] <= view.table["rating"]).all()
+    assert view.votes_used == 36 and view.counts.loc["alpha", "beta"] == 12
+    assert view.win_rates.loc["alpha", "gamma"] == 1.0
+    assert [s["better"] for s in view.separation] == ["alpha", "beta"]
+    # Flagged votes stay out unless asked for; a new vote refreshes the cached board.
+    stub.models["gamma:1b"].brain = lambda m, p: "I am Llama, " + p
+    for i in range(20):
+        cast(wb, gamma, alpha, f"leak {i}", "a")
+    clean = wb.leaderboard.get(rounds=50)
+    assert clean.votes_used == 36
+    flagged = leaderboard.compute(wb, rounds=50, include_flagged=True)
+    def gamma(view):
+        return float(view.table.set_index("model").loc["gamma", "rating"])
+
+    assert flagged.votes_used == 56 and gamma(flagged) > gamma(clean) + 100
+
+
+def test_snapshots_are_filtered_immutable_and_exportable(wb, stub, served, tmp_path):
+    alpha, beta, gamma = served
+    cast(wb, alpha, beta, "one", "a")
+    cast(wb, alpha, beta, "two", "b")
+    cast(wb, beta, gamma, "three", "a")
+    cast(wb, beta, gamma, "four", "both_bad")
+    cast(wb, alpha, gamma, "five", "tie")
+    counts = preference_export.live_counts(wb)
+    assert counts == {"votes": 5, "flagged": 0, "dpo_pairs": 3}
+
+    ds = preference_export.build_dpo_dataset(wb)
+    assert ds.num_rows == 3 and ds.name.startswith("votes-dpo-") and ds.source == "votes"
+    again = preference_export.build_dpo_dataset(wb, "another-name")
+    assert again.id == ds.id  # same votes, same content hash: the snapshot is reused
+    rows = [json.loads(x) for x in open(ds.path)]
+    assert rows[0]["messages"] == [{"role": "user", "content": "one"}]
+    assert rows[1]["chosen"]["content"] == "answer 7 two"  # B (beta:1b, 7 letters) won "two"
+
+    only_ab = preference_export.build_dpo_dataset(wb, "ab", VoteFilter(model_ids=[alpha.id, beta.id]))
+    assert only_ab.num_rows == 2 and only_ab.meta["filter"]["model_ids"] == [alpha.id, beta.id]
+    with pytest.raises(InvalidInput, match="no usable votes"):
+        preference_export.build_dpo_dataset(wb, "future", VoteFilter(since=datetime.now() + timedelta(1)))
+    assert preference_export.preference_rows(wb, VoteFilter(min_votes=4))[0] == []
+
+    kto = preference_export.build_kto_dataset(wb, "kto-votes")
+    labels = [json.loads(x)["label"] for x in open(kto.path)]
+    assert labels.count(True) == 3 and labels.count(False) == 5  # both-bad gives two negatives
+
+    out = tmp_path / "trl.jsonl"
+    assert preference_export.export_trl_jsonl(wb, out) == 3
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first) == {"prompt", "chosen", "rejected"}
+    assert first["prompt"][-1]["role"] == "user" and first["chosen"][0]["role"] == "assistant"
+
+
+@pytest.mark.slow
+def test_kto_snapshot_passes_llamafactory_loader_and_leader_is_suggested(wb, starter, served):
+    alpha = served[0]
+    cast(wb, starter, alpha, "Hello!", "a")
+    cast(wb, alpha, starter, "What does a cat say?", "both_bad")
+    kto = preference_export.build_kto_dataset(wb, "kto")
+    assert lf_loader.loadable_rows(wb, kto, starter) == kto.num_rows == 4  # 2 per vote
+    dpo = preference_export.build_dpo_dataset(wb, "dpo")
+    suggestion = preference_export.suggest_dpo_training(wb, dpo.id)
+    assert suggestion == {"recipe": "dpo_lora", "model_id": starter.id, "dataset_ids": [dpo.id]}
+
+
+@pytest.fixture
+def api(tmp_path, stub):
+    import launch
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    models = [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
+              for n in ("alpha:1b", "beta:1b")]
+    wb.close()
+    server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=0,
+                                                 voter_messages_per_minute=3))
+    with ServerThread(server) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+        yield client, wb, models
+
+
+def test_arena_api(api):
+    client, wb, (a, b) = api
+    r = client.post("/api/predict", json={"model_id": a.id, "temperature": 0,
+                                          "messages": [{"role": "user", "content": "hello world"}]})
+    assert r.status_code == 200 and r.json()["answer"].endswith("world hello")
+    assert client.post("/api/predict", json={"model_id": a.id, "messages": []}).status_code == 422
+    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+    arena.play_turn(wb, battle.id, "pick one")
+    r = client.post("/api/feedback", json={"battle_id": battle.id, "choice": "b"})
+    assert r.status_code == 201 and r.json()["voter"] == "api"
+    assert client.post("/api/feedback", json={"battle_id": battle.id, "choice": "a"}).status_code == 409
+    assert client.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
+    board = client.get("/api/leaderboard").json()
+    assert board["votes"] == 1 and board["models"][0]["model"] == "beta"
+    battles = client.get("/api/battles").json()
+    assert battles[0]["turns"][0]["vote"]["choice"] == "b"
+    # The message budget (3 a minute here) is enforced per caller.
+    codes = [client.post("/api/predict", json={"model_id": a.id, "messages": [
+        {"role": "user", "content": "again"}]}).status_code for _ in range(3)]
+    assert codes[-1] == 429 and "try again in" in client.post("/api/predict", json={
+        "model_id": a.id, "messages": [{"role": "user", "content": "x"}]}).json()["error"]
+
+
+def test_fifty_concurrent_voters_lose_no_vote(api):
+    client, wb, (a, b) = api
+    battles = []
+    for i in range(50):
+        battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+        arena.play_turn(wb, battle.id, f"question {i}")
+        battles.append(battle.id)
+    barrier = threading.Barrier(50)
+    codes = []
+
+    def voter(bid, i):
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+            barrier.wait()
+            codes.append(c.post("/api/feedback", json={"battle_id": bid, "choice": "ab"[i % 2]}).status_code)
+
+    threads = [threading.Thread(target=voter, args=(bid, i)) for i, bid in enumerate(battles)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes.count(201) == 50
+    with wb.session() as s:
+        assert s.exec(select(func.count(Vote.id))).one() == 50
