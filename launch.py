@@ -19,6 +19,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         "(the workbench stays on --host/--port)")
     p.add_argument("--voter-port", type=int, default=None,
                    help="local port of the voter app with --share (default: --port + 1)")
+    p.add_argument("--chat-gpu", type=int, default=None,
+                   help="GPU index for arena models served in-process (default: the first visible)")
     p.add_argument("--auth", action="append", metavar="USER:PASS",
                    help="require a login; repeat for several accounts")
     a = p.parse_args(argv)
@@ -27,7 +29,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     except ValueError as e:
         p.error(str(e))
     return Settings.from_env(home=a.storage, host=a.host, port=a.port, share=a.share or None,
-                             auth=auth or None, voter_port=a.voter_port)
+                             auth=auth or None, voter_port=a.voter_port, chat_gpu=a.chat_gpu)
 
 
 def build_server(settings: Settings):

@@ -173,9 +173,11 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
             return error_response(e)
 
     @r.get("/leaderboard")
-    def board(include_flagged: bool = False):
-        view = (leaderboard.compute(wb, include_flagged=True) if include_flagged
-                else wb.leaderboard.get())
+    def board(include_flagged: bool = False, both_bad: str = "tie"):
+        if both_bad not in ("tie", "drop"):
+            return error_response(InvalidInput("both_bad is tie or drop"))
+        view = (leaderboard.compute(wb, include_flagged=include_flagged, both_bad=both_bad)
+                if include_flagged or both_bad != "tie" else wb.leaderboard.get())
         return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
                           "position_bias": view.position, "length_bias": view.length,
                           "separation": view.separation})

@@ -181,3 +181,40 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(board).to_contain_text("alpha")
     expect(board).to_contain_text("beta")
     expect(page.get_by_text("1 valid votes")).to_be_visible()
+
+
+@pytest.fixture
+def duel_server(tmp_path, starter_dir, sft_adapter_dir):
+    import launch
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    base = registry.register_base_model(wb, "starter", str(starter_dir))
+    registry.register_adapter(wb, "tuned", base.id, str(sft_adapter_dir))
+    wb.close()
+    app, _, wb = launch.build_server(Settings(home=home))
+    with ServerThread(app) as srv:
+        yield srv
+    wb.close()
+
+
+@pytest.mark.slow
+def test_named_battle_between_base_and_finetune(page, duel_server):
+    from playwright.sync_api import expect
+
+    page.goto(duel_server.url)
+    page.get_by_role("tab", name="Arena").click()
+    page.get_by_label("Named").check()
+    page.get_by_label("Model A").click()
+    page.get_by_role("option", name="starter (base)").click()
+    page.get_by_label("Model B").click()
+    page.get_by_role("option", name="tuned (adapter)").last.click()
+    page.locator("#arena-prompt textarea").fill("What does a cat say?")
+    page.locator("#arena-send").click()
+    expect(page.locator("#vote-b")).to_be_enabled(timeout=120_000)
+    for chat in ("#chat-a", "#chat-b"):
+        expect(page.locator(chat)).to_contain_text("What does a cat say?")
+    page.locator("#vote-b").click()
+    reveal = page.get_by_text("A was")
+    expect(reveal).to_contain_text("starter")
+    expect(reveal).to_contain_text("tuned")

@@ -69,6 +69,7 @@ def test_whole_loop(wb, starter):
     assert [c["name"] for c in chain] == ["dpo-1", "sft-1", "starter"]
     assert chain[0]["datasets"] == [{"id": dpo_data.id, "name": "votes-1", "source": "votes"}]
     dpo_model = registry.get_model(wb, run2.output_model_id)
+    assert dpo_model.in_arena  # the new model joins the arena by itself (auto_arena)
     assert dpo_model.adapter_path.split(",") == [run.output_dir, run2.output_dir]
     # The new model answers in the arena like any other.
     assert wb.chat.complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()
