@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -161,14 +162,23 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
         except ForgeloopError as e:
             return error_response(e)
 
-    @r.post("/feedback", status_code=201)
-    def feedback(body: FeedbackBody, request: Request):
+    # A few threads for votes: more only make SQLite writers queue behind each other.
+    vote_threads = anyio.CapacityLimiter(4)
+
+    def record(body: FeedbackBody, user: str) -> dict[str, Any]:
+        wb.voter_limits.votes.check(user)
         try:
-            user = user_of(request)
-            wb.voter_limits.votes.check(user)
             v = arena.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
-            return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
-                    "voter": v.voter, "flags": v.flags}
+        except ForgeloopError:
+            wb.voter_limits.votes.refund(user)  # a refused vote costs no budget
+            raise
+        return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
+                "voter": v.voter, "flags": v.flags}
+
+    @r.post("/feedback", status_code=201)
+    async def feedback(body: FeedbackBody, request: Request):
+        try:
+            return await anyio.to_thread.run_sync(record, body, user_of(request), limiter=vote_threads)
         except ForgeloopError as e:
             return error_response(e)
 

@@ -201,15 +201,20 @@ def stream_turn(
     turn = BattleTurn(battle_id=battle_id, turn=index, messages=messages,
                       answer_a=progress.answer_a, answer_b=progress.answer_b,
                       timings=progress.timings, gen_settings=gen.as_dict())
-    try:
-        with wb.session() as s:
-            s.add(turn)
-            s.commit()
-            s.refresh(turn)
-    except IntegrityError as e:
-        raise Conflict("this turn was answered twice at once; reload the battle") from e
-    progress.turn = turn
+    progress.turn = _insert_once(wb, turn, "this turn was answered twice at once; reload the battle")
     yield progress
+
+
+def _insert_once(wb: Workbench, row, clash: str):
+    """Insert a row guarded by a unique constraint; a clash becomes a Conflict."""
+    try:
+        with wb.write_lock, wb.session() as s:
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+    except IntegrityError as e:
+        raise Conflict(clash) from e
+    return row
 
 
 def play_turn(wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None) -> BattleTurn:
@@ -265,22 +270,22 @@ def vote(
     """Record a vote on a turn (the latest by default). One vote per turn, by the DB."""
     if choice not in CHOICES:
         raise InvalidInput(f"a vote must be one of {', '.join(CHOICES)}, got {choice!r}")
-    existing = turns(wb, battle_id)
-    if not existing:
-        get_battle(wb, battle_id)
-        raise InvalidInput("this battle has no answers to vote on yet")
-    target = existing[-1] if turn is None else next((t for t in existing if t.turn == turn), None)
-    if target is None:
-        raise NotFound(f"battle {battle_id} has no turn {turn}")
+    with wb.session() as s:  # one session: votes arrive in bursts from many voters
+        battle = s.get(Battle, battle_id)
+        if battle is None:
+            raise NotFound(f"no battle with id {battle_id}")
+        q = select(BattleTurn).where(BattleTurn.battle_id == battle_id)
+        q = q.where(BattleTurn.turn == turn) if turn is not None else q.order_by(BattleTurn.turn.desc())
+        target = s.exec(q.limit(1)).first()
+        if target is None:
+            if turn is None:
+                raise InvalidInput("this battle has no answers to vote on yet")
+            raise NotFound(f"battle {battle_id} has no turn {turn}")
+        names = {"a": s.get(ModelVersion, battle.model_a_id).name,
+                 "b": s.get(ModelVersion, battle.model_b_id).name}
     row = Vote(battle_id=battle_id, turn=target.turn, choice=choice, voter=voter,
-               flags=quality_flags(target, reveal(wb, battle_id)))
-    try:
-        with wb.session() as s:
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-    except IntegrityError as e:
-        raise Conflict(f"turn {target.turn} of battle {battle_id} already has a vote") from e
+               flags=quality_flags(target, names))
+    _insert_once(wb, row, f"turn {target.turn} of battle {battle_id} already has a vote")
     wb.leaderboard.invalidate()
     return row
 

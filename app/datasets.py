@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,11 +293,28 @@ def _update_info(wb: Workbench, name: str, entry: dict[str, Any] | None) -> None
     _atomic_write(path, json.dumps(info, indent=2, sort_keys=True))
 
 
+@dataclass(frozen=True)
+class PreparedRows:
+    """Validated rows serialised exactly as they will be stored, with their hash."""
+
+    kind: str
+    format: str
+    body: str
+    num_rows: int
+    sha256: str
+
+
+def prepare_rows(kind: str, rows: list[Any], fmt: str | None = None) -> PreparedRows:
+    fmt, clean = validate_rows(rows, kind, fmt)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean)
+    return PreparedRows(kind, fmt, body, len(clean), hashlib.sha256(body.encode()).hexdigest())
+
+
 def register_rows(
     wb: Workbench,
     name: str,
     kind: str,
-    rows: list[Any],
+    rows: list[Any] | PreparedRows,
     fmt: str | None = None,
     source: str = "upload",
     meta: dict[str, Any] | None = None,
@@ -311,9 +329,7 @@ def register_rows(
             f"dataset name {name!r} must be 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
-    fmt, clean = validate_rows(rows, kind, fmt)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean)
-    digest = hashlib.sha256(body.encode()).hexdigest()
+    prepared = rows if isinstance(rows, PreparedRows) else prepare_rows(kind, rows, fmt)
     file_name = f"{name}.jsonl"
     target = wb.settings.datasets_dir / file_name
     with wb.files_lock:
@@ -322,16 +338,16 @@ def register_rows(
                 raise Conflict(f"a dataset named {name!r} already exists")
         if target.exists():
             raise Conflict(f"{target} already exists; pick another dataset name")
-        _atomic_write(target, body)
+        _atomic_write(target, prepared.body)
         try:
-            _update_info(wb, name, dataset_info_entry(fmt, file_name))
+            _update_info(wb, name, dataset_info_entry(prepared.format, file_name))
             ds = Dataset(
                 name=name,
-                kind=kind,
-                format=fmt,
+                kind=prepared.kind,
+                format=prepared.format,
                 path=str(target),
-                num_rows=len(clean),
-                sha256=digest,
+                num_rows=prepared.num_rows,
+                sha256=prepared.sha256,
                 source=source,
                 meta=meta or {},
             )

@@ -3,25 +3,27 @@ TRL's conversational preference JSONL. Snapshots are immutable and content-hashe
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import select
 
-from app.datasets import register_rows
+from app.datasets import prepare_rows, register_rows
 from app.errors import InvalidInput
-from app.tables import Battle, BattleTurn, Dataset, ModelVersion, Vote
+from app.tables import Dataset, ModelVersion
 from app.workbench import Workbench
 
 
 @dataclass
 class VoteFilter:
     since: datetime | None = None
-    until: datetime | None = None
+    until: datetime | None = None  # exclusive
     # Only battles where both models are among these ids (None: all models).
     model_ids: list[int] | None = None
     # Only models with at least this many valid votes in total.
@@ -42,32 +44,63 @@ class VoteRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _naive(ts: datetime | None) -> datetime | None:
-    return None if ts is None else ts.replace(tzinfo=None)
+def _utc_naive(ts: datetime | str | None) -> datetime | None:
+    """Compare times in UTC without tzinfo (SQLite hands stored times back as text)."""
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# Plain SQL: 100k votes come back as tuples without ORM or type-processing overhead.
+VOTES_SQL = text(
+    "SELECT v.id, v.choice, v.flags, v.created_at, t.messages, t.answer_a, t.answer_b, "
+    "b.model_a_id, b.model_b_id FROM votes v "
+    "JOIN battle_turns t ON t.battle_id = v.battle_id AND t.turn = v.turn "
+    "JOIN battles b ON b.id = v.battle_id ORDER BY v.id"
+)
+
+
+@contextmanager
+def _gc_paused():
+    """Building 100k rows creates millions of small objects; pausing the cyclic GC
+    (nothing here makes cycles) saves about a third of the time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def select_votes(wb: Workbench, flt: VoteFilter | None = None) -> list[VoteRow]:
-    """Votes joined to the turn they judge, after the filter, oldest first."""
+    """Votes joined to the turn they judge, after the filter, oldest first. ``until`` is
+    exclusive; ``messages`` keeps the stored JSON text in ``extra["messages_json"]``."""
     flt = flt or VoteFilter()
-    q = (select(Vote.id, Vote.choice, Vote.flags, Vote.created_at, BattleTurn.messages,
-                BattleTurn.answer_a, BattleTurn.answer_b, Battle.model_a_id, Battle.model_b_id)
-         .join(BattleTurn, (BattleTurn.battle_id == Vote.battle_id) & (BattleTurn.turn == Vote.turn))
-         .join(Battle, Battle.id == Vote.battle_id)
-         .order_by(Vote.id))
-    with wb.session() as s:
-        raw = s.exec(q).all()
-    since, until = _naive(flt.since), _naive(flt.until)
+    with wb.engine.connect() as conn:
+        raw = conn.execute(VOTES_SQL).all()
+    since, until = _utc_naive(flt.since), _utc_naive(flt.until)
     allowed = set(flt.model_ids) if flt.model_ids else None
     rows = []
     for vid, choice, flags, at, messages, a_text, b_text, a, b in raw:
+        flags = _json(flags) or []
         if flags and not flt.include_flagged:
             continue
-        at = _naive(at)
-        if (since and at < since) or (until and at > until):
-            continue
+        if since or until:
+            at = _utc_naive(at)
+            if (since and at < since) or (until and at >= until):
+                continue
         if allowed is not None and not (a in allowed and b in allowed):
             continue
-        rows.append(VoteRow(vid, choice, flags or [], messages, a_text, b_text, a, b))
+        msg_json = messages if isinstance(messages, str) else json.dumps(messages)
+        rows.append(VoteRow(vid, choice, flags, _json(messages), a_text, b_text, a, b,
+                            {"messages_json": msg_json}))
     if flt.min_votes > 0:
         per_model: dict[int, int] = {}
         for r in rows:
@@ -90,7 +123,7 @@ def preference_rows(wb: Workbench, flt: VoteFilter | None = None) -> tuple[list[
         chosen, rejected = (v.answer_a, v.answer_b) if v.choice == "a" else (v.answer_b, v.answer_a)
         if not chosen.strip() or not rejected.strip() or chosen.strip() == rejected.strip():
             continue
-        key = json.dumps([v.messages, chosen, rejected], sort_keys=True)
+        key = (v.extra["messages_json"], chosen, rejected)
         if key in seen:
             continue
         seen.add(key)
@@ -111,21 +144,16 @@ def kto_rows(wb: Workbench, flt: VoteFilter | None = None) -> tuple[list[dict], 
         elif v.choice == "both_bad":
             labelled = [(v.answer_a, False), (v.answer_b, False)]
         used = False
-        for text, label in labelled:
-            key = json.dumps([v.messages, text, label], sort_keys=True)
-            if not text.strip() or key in seen:
+        for answer, label in labelled:
+            key = (v.extra["messages_json"], answer, label)
+            if not answer.strip() or key in seen:
                 continue
             seen.add(key)
-            rows.append({"messages": v.messages + [_assistant(text)], "label": label})
+            rows.append({"messages": v.messages + [_assistant(answer)], "label": label})
             used = True
         if used:
             vote_ids.append(v.vote_id)
     return rows, vote_ids
-
-
-def _content_hash(rows: list[dict]) -> str:
-    body = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def _snapshot(wb: Workbench, kind: str, fmt: str, rows: list[dict], vote_ids: list[int],
@@ -133,33 +161,36 @@ def _snapshot(wb: Workbench, kind: str, fmt: str, rows: list[dict], vote_ids: li
     if not rows:
         what = "a vote for A or for B" if kind == "dpo" else "a vote"
         raise InvalidInput(f"no usable votes match: a {kind.upper()} example needs {what}")
-    digest = _content_hash(rows)
+    prepared = prepare_rows(kind, rows, fmt)
     with wb.session() as s:
-        for ds in s.exec(select(Dataset).where(Dataset.source == "votes", Dataset.kind == kind)):
-            if ds.meta.get("content_sha256") == digest:
-                return ds  # the same votes were snapshotted already: snapshots are immutable
+        q = select(Dataset).where(Dataset.sha256 == prepared.sha256, Dataset.source == "votes",
+                                  Dataset.kind == kind)
+        existing = s.exec(q).first()
+    if existing is not None:
+        return existing  # the same votes were snapshotted already: snapshots are immutable
     flt = flt or VoteFilter()
     meta = {
         "vote_ids": vote_ids,
-        "content_sha256": digest,
         "filter": {"since": flt.since.isoformat() if flt.since else None,
                    "until": flt.until.isoformat() if flt.until else None,
                    "model_ids": flt.model_ids, "min_votes": flt.min_votes,
                    "include_flagged": flt.include_flagged},
     }
-    return register_rows(wb, name or f"votes-{kind}-{digest[:8]}", kind, rows, fmt=fmt,
+    return register_rows(wb, name or f"votes-{kind}-{prepared.sha256[:8]}", kind, prepared,
                          source="votes", meta=meta)
 
 
 def build_dpo_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | None = None) -> Dataset:
     """Snapshot the matching votes as a registered DPO dataset that lists its votes."""
-    rows, vote_ids = preference_rows(wb, flt)
-    return _snapshot(wb, "dpo", "preference", rows, vote_ids, name, flt)
+    with _gc_paused():
+        rows, vote_ids = preference_rows(wb, flt)
+        return _snapshot(wb, "dpo", "preference", rows, vote_ids, name, flt)
 
 
 def build_kto_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | None = None) -> Dataset:
-    rows, vote_ids = kto_rows(wb, flt)
-    return _snapshot(wb, "kto", "kto", rows, vote_ids, name, flt)
+    with _gc_paused():
+        rows, vote_ids = kto_rows(wb, flt)
+        return _snapshot(wb, "kto", "kto", rows, vote_ids, name, flt)
 
 
 def export_trl_jsonl(wb: Workbench, path: Path, flt: VoteFilter | None = None) -> int:

@@ -29,7 +29,7 @@ class Dataset(SQLModel, table=True):
     format: str
     path: str
     num_rows: int
-    sha256: str
+    sha256: str = Field(index=True)
     source: str = "upload"  # upload | votes | generated
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)

@@ -226,6 +226,13 @@ class RateLimiter:
             if self._since_sweep >= self.SWEEP_EVERY:
                 self._sweep(now)
 
+    def refund(self, key: str) -> None:
+        """Give back the last hit of ``key`` (the request it paid for was refused)."""
+        with self._lock:
+            hits = self._hits.get(key)
+            if hits:
+                hits.pop()
+
     def _sweep(self, now: float) -> None:
         self._since_sweep = 0
         idle = [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - WINDOW_S]

@@ -29,6 +29,9 @@ class Workbench:
         self.schema_version = migrate(self.engine)
         # Serialises writers of storage-side files such as dataset_info.json.
         self.files_lock = threading.Lock()
+        # Serialises hot-path DB inserts (votes, turns): SQLite takes one writer at a time,
+        # and waiting here is cheaper than its busy-retry loop under a burst of voters.
+        self.write_lock = threading.Lock()
         self.jobs = JobRunner(self)
         self.chat = ChatCache(settings.chat_cache_models, settings.chat_cache_gib * 2**30)
         self._hardware = None

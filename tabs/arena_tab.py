@@ -4,7 +4,7 @@ votes → training data. ``build_battle`` and ``build_leaderboard`` also make th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import gradio as gr
 import pandas as pd
@@ -154,7 +154,11 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 who = limits(request)
                 if bid is None:
                     raise gr.Error("send a message first")
-                v = arena.vote(wb, bid, choice, voter=who)
+                try:
+                    v = arena.vote(wb, bid, choice, voter=who)
+                except ForgeloopError:
+                    wb.voter_limits.votes.refund(who)  # a refused vote costs no budget
+                    raise
                 names = arena.reveal(wb, bid)
             except ForgeloopError as e:
                 raise gr.Error(str(e)) from e
@@ -240,14 +244,16 @@ def build_leaderboard(wb: Workbench) -> None:
                   api_name="leaderboard")
 
 
-def _date(text: str) -> datetime | None:
+def _date(text: str, end_of_day: bool = False) -> datetime | None:
+    """A typed date; "until 2026-11-22" means up to the end of that day."""
     text = (text or "").strip()
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
     except ValueError as e:
         raise gr.Error(f"dates look like 2026-11-22, got {text!r}") from e
+    return when + timedelta(days=1) if end_of_day and len(text) == 10 else when
 
 
 def _count_text(wb: Workbench) -> str:
@@ -275,7 +281,8 @@ def build_exports(wb: Workbench, on_train) -> None:
     built = gr.State(None)
 
     def flt(s, u, ids, n, inc):
-        return preference_export.VoteFilter(_date(s), _date(u), [int(i) for i in ids or []] or None,
+        return preference_export.VoteFilter(_date(s), _date(u, end_of_day=True),
+                                            [int(i) for i in ids or []] or None,
                                             int(n or 0), bool(inc))
 
     filters = [since, until, models, min_votes, flagged]

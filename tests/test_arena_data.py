@@ -158,3 +158,42 @@ def test_fifty_concurrent_voters_lose_no_vote(api):
     assert codes.count(201) == 50
     with wb.session() as s:
         assert s.exec(select(func.count(Vote.id))).one() == 50
+
+
+def test_date_filters_compare_in_utc(wb, served):
+    from datetime import UTC, timezone
+
+    alpha, beta, _ = served
+    for i in range(3):
+        cast(wb, alpha, beta, f"q{i}", "a")
+    half_hour_ago = datetime.now(timezone(timedelta(hours=2))) - timedelta(minutes=30)
+    assert len(preference_export.select_votes(wb, VoteFilter(since=half_hour_ago))) == 3
+    assert preference_export.select_votes(wb, VoteFilter(until=half_hour_ago)) == []
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    assert len(preference_export.select_votes(wb, VoteFilter(until=tomorrow))) == 3
+
+
+def test_refused_votes_cost_no_budget(tmp_path, stub):
+    import launch
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    a, b = (registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
+            for n in ("alpha:1b", "beta:1b"))
+    wb.close()
+    server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=2))
+    try:
+        battles = []
+        for i in range(2):
+            battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+            arena.play_turn(wb, battle.id, f"q{i}")
+            battles.append(battle.id)
+        with ServerThread(server) as srv, httpx.Client(base_url=srv.url) as c:
+            assert c.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
+            assert c.post("/api/feedback", json={"battle_id": battles[0], "choice": "c"}).status_code == 422
+            codes = [c.post("/api/feedback", json={"battle_id": bid, "choice": "a"}).status_code
+                     for bid in battles]
+            assert codes == [201, 201]
+            assert c.post("/api/feedback", json={"battle_id": battles[0], "choice": "b"}).status_code == 429
+    finally:
+        wb.close()
