@@ -231,8 +231,13 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
 
         outs = [form.about, form.model, form.data, *form.fields.values()]
         form.recipe.input(on_recipe, form.recipe, outs, show_api=False)
-        tab.select(lambda: (gr.update(choices=model_choices(wb)), gr.update(choices=run_choices(wb))),
-                   None, [form.model, mon.watch], show_api=False)
+        def on_show(recipe_name):
+            """Models, datasets and runs may have changed in other tabs."""
+            stage = recipes[recipe_name].stage if recipe_name in recipes else "sft"
+            return (gr.update(choices=model_choices(wb)), gr.update(choices=dataset_choices(wb, stage)),
+                    gr.update(choices=run_choices(wb)))
+
+        tab.select(on_show, form.recipe, [form.model, form.data, mon.watch], show_api=False)
         inputs = [form.recipe, form.model, form.data, form.name, form.val_size, form.gpus,
                   form.deepspeed, form.advanced, *form.fields.values()]
         form.start.click(on_start, inputs, [status, mon.watch, mon.runs], api_name="start_training")

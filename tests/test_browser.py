@@ -45,7 +45,7 @@ def server(tmp_path, starter_dir):
     wb = make_workbench(home)
     registry.register_base_model(wb, "starter", str(starter_dir))
     wb.close()
-    app, _, wb = launch.build_server(Settings(home=home))
+    app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
     with ServerThread(app) as srv:
         yield srv
     wb.close()
@@ -79,33 +79,20 @@ def test_click_through_the_four_tabs(page, server, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-@pytest.fixture
-def server_with_data(tmp_path, starter_dir):
-    import launch
-    from app import datasets
-    from tests.conftest import ROOT
-
-    home = tmp_path / "home"
-    wb = make_workbench(home)
-    registry.register_base_model(wb, "starter", str(starter_dir))
-    datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
-    wb.close()
-    app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
-    with ServerThread(app) as srv:
-        yield srv
-    wb.close()
-
-
 @pytest.mark.slow
-def test_train_from_the_browser(page, server_with_data, tmp_path):
+def test_train_from_the_browser(page, server, tmp_path):
     from playwright.sync_api import expect
 
-    page.goto(server_with_data.url)
+    page.goto(server.url)
+    # Data registered in one tab shows up in the Train tab's picker.
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("button", name="Register the sample SFT dataset").click()
+    expect(page.get_by_text("Registered sample-sft")).to_be_visible()
     page.get_by_role("tab", name="Train").click()
     page.get_by_label("Start from model").click()
     page.get_by_role("option", name="starter (base)").click()
     page.get_by_label("Datasets").click()
-    page.get_by_role("option", name="sft-data · sft · 195 rows").click()
+    page.get_by_role("option", name="sample-sft · sft · 195 rows").click()
     page.get_by_label("Run name (optional)").fill("browser-sft")
     page.get_by_label("Epochs").fill("1")
     page.get_by_label("Learning rate").fill("0.001")
