@@ -151,10 +151,23 @@ def stub():
         yield s
 
 
+def register_served(wb, stub, names=("alpha:1b", "beta:1b", "gamma:1b")) -> list:
+    """Register stub-served models as arena contestants named alpha, beta, ..."""
+    from app import registry
+
+    return [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n) for n in names]
+
+
+def home_with_served(home: Path, stub, names=("alpha:1b", "beta:1b")) -> list:
+    """A storage home whose registry holds stub-served models (for server fixtures)."""
+    wb = make_workbench(home)
+    try:
+        return register_served(wb, stub, names)
+    finally:
+        wb.close()
+
+
 @pytest.fixture
 def served(wb, stub):
     """Three arena models served by the Ollama stub."""
-    from app import registry
-
-    return [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
-            for n in ("alpha:1b", "beta:1b", "gamma:1b")]
+    return register_served(wb, stub)

@@ -10,6 +10,7 @@ from app import arena, registry
 from app.chat_engines import GenSettings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.tables import Vote
+from tests.conftest import register_served
 
 GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
 
@@ -113,8 +114,7 @@ def test_turn_limit(tmp_path, stub):
 
     wb = Workbench(Settings(home=tmp_path, max_turns=2), start_jobs=False)
     try:
-        a = registry.register_remote_model(wb, "alpha", "ollama", stub.url, "alpha:1b")
-        b = registry.register_remote_model(wb, "beta", "ollama", stub.url, "beta:1b")
+        a, b = register_served(wb, stub, ("alpha:1b", "beta:1b"))
         battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
         for text in ("one", "two"):
             arena.play_turn(wb, battle.id, text)

@@ -8,13 +8,13 @@ import httpx
 import pytest
 from sqlmodel import func, select
 
-from app import arena, leaderboard, lf_loader, preference_export, registry
+from app import arena, leaderboard, lf_loader, preference_export
 from app.chat_engines import GenSettings
 from app.errors import InvalidInput
 from app.preference_export import VoteFilter
 from app.settings import Settings
 from app.tables import Vote
-from tests.conftest import ServerThread, make_workbench
+from tests.conftest import ServerThread, home_with_served
 
 GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
 
@@ -102,10 +102,7 @@ def api(tmp_path, stub):
     import launch
 
     home = tmp_path / "home"
-    wb = make_workbench(home)
-    models = [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
-              for n in ("alpha:1b", "beta:1b")]
-    wb.close()
+    models = home_with_served(home, stub)
     server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=0,
                                                  voter_messages_per_minute=3))
     with ServerThread(server) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
@@ -177,10 +174,7 @@ def test_refused_votes_cost_no_budget(tmp_path, stub):
     import launch
 
     home = tmp_path / "home"
-    wb = make_workbench(home)
-    a, b = (registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
-            for n in ("alpha:1b", "beta:1b"))
-    wb.close()
+    a, b = home_with_served(home, stub)
     server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=2))
     try:
         battles = []

@@ -8,7 +8,7 @@ import pytest
 
 from app import registry
 from app.settings import Settings
-from tests.conftest import ServerThread, make_workbench
+from tests.conftest import ServerThread, home_with_served, make_workbench
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -123,10 +123,7 @@ def arena_server(tmp_path, stub):
     import launch
 
     home = tmp_path / "home"
-    wb = make_workbench(home)
-    for n in ("alpha:1b", "beta:1b"):
-        registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
-    wb.close()
+    home_with_served(home, stub)
     stub.chunk_delay = 0.15  # slow enough to watch both answers stream in
     app, _, wb = launch.build_server(Settings(home=home))
     with ServerThread(app) as srv:

@@ -5,10 +5,10 @@ import pytest
 from gradio_client import Client
 from sqlmodel import select
 
-from app import registry, voters
+from app import voters
 from app.settings import Settings
 from app.tables import Vote
-from tests.conftest import ServerThread, make_workbench
+from tests.conftest import ServerThread, home_with_served, make_workbench
 
 ARENA_ENDPOINTS = {"/arena_send", "/arena_regenerate", "/arena_vote_a", "/arena_vote_b", "/arena_vote_tie",
                    "/arena_vote_both_bad", "/arena_new", "/leaderboard"}
@@ -21,9 +21,8 @@ def voter_app(tmp_path, stub):
     import launch
 
     home = tmp_path / "home"
+    home_with_served(home, stub)
     wb = make_workbench(home)
-    for n in ("alpha:1b", "beta:1b"):
-        registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n)
     voters.create_voter(wb, "ann", "secret123")
     code = voters.create_invite(wb, max_uses=2).code
     wb.close()
