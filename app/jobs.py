@@ -242,9 +242,10 @@ class JobRunner:
 
     def progress(self, run: Run) -> TrainerLogTail:
         """The run's log records, read incrementally across calls."""
+        path = Path(run.output_dir) / TRAINER_LOG
         tail = self._tails.get(run.id)
-        if tail is None:
-            tail = self._tails[run.id] = TrainerLogTail(Path(run.output_dir) / TRAINER_LOG)
+        if tail is None or tail.path != path:  # SQLite may reuse a deleted run's id
+            tail = self._tails[run.id] = TrainerLogTail(path)
         tail.poll()
         return tail
 
