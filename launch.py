@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from app.settings import Settings, parse_auth
+from app.core.settings import Settings, parse_auth
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -37,11 +37,11 @@ def build_server(settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from app.api import api_auth, api_user, arena_router, training_router
-    from app.workbench import Workbench
+    from app.bootstrap import open_workbench
+    from app.web.api import api_auth, api_user, arena_router, training_router
     from tabs import build_ui
 
-    wb = Workbench(settings)
+    wb = open_workbench(settings)
     demo = build_ui(wb)
     server = FastAPI(title="Forgeloop")
 
@@ -58,7 +58,7 @@ def build_server(settings: Settings):
 
 def voter_auth(wb):
     """Gradio auth callable for the voter app: accounts and invite codes from the DB."""
-    from app import voters
+    from app.arena import voters
 
     return lambda username, password: voters.authenticate(wb, username, password)
 

@@ -46,11 +46,14 @@ from datetime import UTC, datetime  # noqa: E402
 from sqlalchemy import func  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from app import arena, registry  # noqa: E402
-from app.chat_engines import Finish, GenSettings  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.tables import Battle, BattleTurn, Vote  # noqa: E402
-from app.workbench import Workbench  # noqa: E402
+from app.arena import battles  # noqa: E402
+from app.bootstrap import open_workbench  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
+from app.core.tables import Battle, BattleTurn, Vote  # noqa: E402
+from app.core.workbench import Workbench  # noqa: E402
+from app.inference.chat_engines import chat_cache  # noqa: E402
+from app.inference.generation import Finish, GenSettings  # noqa: E402
+from app.models import registry  # noqa: E402
 
 BATTLE_TARGET = 1.2
 # (a) Ollama stub: seconds per streamed word; the slow model answers every prompt twice over.
@@ -86,7 +89,7 @@ def drain(wb: Workbench, mv, messages: list[dict], gen: GenSettings) -> tuple[fl
     """Stream one model's answer to the end: (seconds, pieces)."""
     start = time.perf_counter()
     pieces = 0
-    for piece in wb.chat.engine(mv).stream(messages, gen):
+    for piece in chat_cache(wb).engine(mv).stream(messages, gen):
         if not isinstance(piece, Finish):
             pieces += 1
     return time.perf_counter() - start, pieces
@@ -116,9 +119,9 @@ def time_battles(wb: Workbench, a, b, prompts: list[str], rounds: int, gen: GenS
             steps = ["battle", "solo"] if r % 2 == 0 else ["solo", "battle"]
             for step in steps:
                 if step == "battle":
-                    battle = arena.new_battle(wb, a.id, b.id, gen=gen)
+                    battle = battles.new_battle(wb, a.id, b.id, gen=gen)
                     start = time.perf_counter()
-                    turn = arena.play_turn(wb, battle.id, prompt)
+                    turn = battles.play_turn(wb, battle.id, prompt)
                     battle_t.append(time.perf_counter() - start)
                     assert turn.answer_a and turn.answer_b, turn.timings
                 else:
@@ -148,13 +151,13 @@ def bench_stub_battles(home: Path) -> None:
     rng = random.Random(1)
     stub = OllamaStub(models=["swift:1b"], chunk_delay=STUB_DELAY)
     stub.add_model("steady:1b", brain=lambda model, prompt: default_brain(model, f"{prompt} {prompt}"))
-    wb = Workbench(Settings(home=home), start_jobs=False)
+    wb = open_workbench(Settings(home=home), start_jobs=False)
     try:
         with stub:
             a = registry.register_remote_model(wb, "swift", "ollama", stub.url, "swift:1b")
             b = registry.register_remote_model(wb, "steady", "ollama", stub.url, "steady:1b")
             gen = GenSettings(temperature=0.0)
-            arena.play_turn(wb, arena.new_battle(wb, a.id, b.id, gen=gen).id, "warm up")
+            battles.play_turn(wb, battles.new_battle(wb, a.id, b.id, gen=gen).id, "warm up")
             prompts = [words(n, rng) for n in STUB_PROMPT_WORDS]
             ratios = time_battles(wb, a, b, prompts, STUB_ROUNDS, gen, "stub")
     finally:
@@ -165,9 +168,9 @@ def bench_stub_battles(home: Path) -> None:
 
 
 def bench_local_battles(home: Path) -> None:
-    from app.starter_model import StarterSpec, build_starter_model
+    from app.models.starter_model import StarterSpec, build_starter_model
 
-    wb = Workbench(Settings(home=home), start_jobs=False)
+    wb = open_workbench(Settings(home=home))
     try:
         a = registry.create_starter_model(wb)
         other = home / "starter-seed1"
@@ -175,7 +178,7 @@ def bench_local_battles(home: Path) -> None:
         b = registry.register_base_model(wb, "starter-seed1", str(other))
         for mv in (a, b):  # load both engines and run each once before timing
             drain(wb, mv, user("warm up"), LOCAL_GEN)
-        arena.play_turn(wb, arena.new_battle(wb, a.id, b.id, gen=LOCAL_GEN).id, "warm up")
+        battles.play_turn(wb, battles.new_battle(wb, a.id, b.id, gen=LOCAL_GEN).id, "warm up")
         ratios = time_battles(wb, a, b, list(LOCAL_PROMPTS), LOCAL_ROUNDS, LOCAL_GEN, "local",
                               pair_floor=True)
     finally:
@@ -289,8 +292,8 @@ def bench_vote_ingest(home: Path) -> None:
             a = registry.register_remote_model(wb, "swift", "ollama", stub.url, "swift:1b")
             b = registry.register_remote_model(wb, "steady", "ollama", stub.url, "steady:1b")
             # One real battle gives a genuine turn; the rest are copies of it, inserted directly.
-            battle = arena.new_battle(wb, a.id, b.id)
-            template = arena.play_turn(wb, battle.id, "Which is the longest river in the world?")
+            battle = battles.new_battle(wb, a.id, b.id)
+            template = battles.play_turn(wb, battle.id, "Which is the longest river in the world?")
         ids = [battle.id, *seed_battles(wb, a.id, b.id, template, len(variants) * N_BATTLES - 1)]
         with ServerThread(server) as srv:
             for k, (label, client, elsewhere) in enumerate(variants):
@@ -318,7 +321,7 @@ def bench_vote_ingest(home: Path) -> None:
 
 
 def bench_ratings() -> None:
-    from app.ratings import leaderboard
+    from app.arena.ratings import leaderboard
     from bench import ratings_bench as rb
 
     table = rb.simulate()
@@ -358,9 +361,9 @@ def seed_votes(wb: Workbench, model_ids: list[int], n: int) -> None:
 
 
 def bench_dpo(home: Path, profile: bool) -> None:
-    from app import preference_export
+    from app.arena import preference_export
 
-    wb = Workbench(Settings(home=home), start_jobs=False)
+    wb = open_workbench(Settings(home=home), start_jobs=False)
     try:
         ids = [registry.register_remote_model(wb, f"m{k}", "openai", "http://127.0.0.1:9/v1", f"m{k}").id
                for k in range(20)]

@@ -12,7 +12,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from app.ratings import VoteTable, leaderboard  # noqa: E402
+from app.arena.ratings import VoteTable, leaderboard  # noqa: E402
 
 N_VOTES = 100_000
 N_MODELS = 20

@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app import datasets, registry, training  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.workbench import Workbench  # noqa: E402
+from app.bootstrap import open_workbench  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
+from app.data import datasets  # noqa: E402
+from app.models import registry  # noqa: E402
+from app.train import training  # noqa: E402
 
 ROUNDS = 3
 OVERRIDES = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -29,7 +31,7 @@ OVERRIDES = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "gradient_
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as home:
-        wb = Workbench(Settings(home=Path(home)))
+        wb = open_workbench(Settings(home=Path(home)))
         base = registry.create_starter_model(wb)
         ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
         runner, direct = [], []
@@ -37,7 +39,7 @@ def main() -> None:
             start = time.perf_counter()
             run = training.start_run(wb, training.TrainRequest("sft_lora", base.id, [ds.id],
                                                                name=f"bench-{i}", overrides=OVERRIDES))
-            run = wb.jobs.wait(run.id, timeout=900)
+            run = training.wait_run(wb, run.id, timeout=900)
             runner.append(time.perf_counter() - start)
             assert run.status == "succeeded", run.error
 
@@ -45,7 +47,7 @@ def main() -> None:
             text = cfg.read_text().replace(run.output_dir, run.output_dir + "-direct")
             direct_cfg = cfg.with_name("config-direct.yaml")
             direct_cfg.write_text(text)
-            env = training.launch_env(wb, run)
+            env = {**os.environ, **wb.settings.job_env, **run.env}
             start = time.perf_counter()
             subprocess.run([training.cli_path(), "train", str(direct_cfg)], env=env, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

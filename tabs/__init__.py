@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.workbench import Workbench
+from app.core.workbench import Workbench
 
 
 def build_ui(wb: Workbench) -> gr.Blocks:
-    from app import preference_export, training
+    from app.arena import preference_export
+    from app.train import training
     from tabs import arena_tab, data_tab, registry_tab, train_tab
     from tabs.common import user_errors
 

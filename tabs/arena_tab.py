@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 import gradio as gr
 import pandas as pd
 
-from app import arena, preference_export, voters
-from app.chat_engines import GenSettings
-from app.errors import ForgeloopError
-from app.workbench import Workbench
+from app.arena import battles, preference_export, voters
+from app.arena.leaderboard import leaderboard_cache
+from app.arena.voters import voter_limits
+from app.core.errors import ForgeloopError
+from app.core.workbench import Workbench
+from app.inference.generation import GenSettings
 from tabs.common import model_choices, user_errors
 
 # Keys 1-4 vote, N starts a new battle, unless the user is typing.
@@ -96,36 +98,36 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
         who = voter_id(request)
         if voter_mode:
             if prompt_text is not None:
-                wb.voter_limits.messages.check(who)
-                wb.voter_limits.check_prompt(prompt_text, index)
+                voter_limits(wb).messages.check(who)
+                voter_limits(wb).check_prompt(prompt_text, index)
             else:
-                wb.voter_limits.votes.check(who)
+                voter_limits(wb).votes.check(who)
         return who
 
     def votes_off():
         return [gr.update(interactive=False)] * (len(buttons) + 1)
 
     def streaming(bid, stream, text):
-        history = arena.turns(wb, bid)
+        history = battles.turns(wb, bid)
         for progress in stream:
             live_a = (text, progress.answer_a)
             live_b = (text, progress.answer_b)
             if progress.turn is not None:
-                history, live_a, live_b = arena.turns(wb, bid), None, None
+                history, live_a, live_b = battles.turns(wb, bid), None, None
             yield (bid, chat_for(history, "a", live_a), chat_for(history, "b", live_b))
 
     def on_send(bid, mode_value, a, b, temp, tp, n_tokens, sys_prompt, text, edited, request: gr.Request):
         try:
-            index = len(arena.turns(wb, bid)) if bid is not None else 0
+            index = len(battles.turns(wb, bid)) if bid is not None else 0
             who = limits(request, text or "", index)
             if bid is None:
                 # Voters get the arena's defaults, whatever a crafted request sends.
                 gen = GenSettings() if voter_mode else GenSettings(float(temp), float(tp), int(n_tokens),
                                                                    sys_prompt or "")
                 ids = (None, None) if mode_value == "anonymous" else (a, b)
-                bid = arena.new_battle(wb, *ids, gen=gen, voter=who,
+                bid = battles.new_battle(wb, *ids, gen=gen, voter=who,
                                        mode="anonymous" if voter_mode else mode_value).id
-            stream = arena.stream_turn(wb, bid, text, edited_answer=edited or None)
+            stream = battles.stream_turn(wb, bid, text, edited_answer=edited or None)
             for state, ca, cb in streaming(bid, stream, (text or "").strip()):
                 yield (state, ca, cb, "", "Both models are answering…", gr.update(visible=False),
                        *votes_off())
@@ -140,8 +142,8 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             limits(request, "", 0)
             if bid is None:
                 raise gr.Error("send a message first")
-            text = arena.turns(wb, bid)[-1].messages[-1]["content"]
-            for state, ca, cb in streaming(bid, arena.regenerate(wb, bid), text):
+            text = battles.turns(wb, bid)[-1].messages[-1]["content"]
+            for state, ca, cb in streaming(bid, battles.regenerate(wb, bid), text):
                 yield (state, ca, cb, "Asking both models again…", *votes_off())
         except ForgeloopError as e:
             raise gr.Error(str(e)) from e
@@ -155,11 +157,11 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 if bid is None:
                     raise gr.Error("send a message first")
                 try:
-                    v = arena.vote(wb, bid, choice, voter=who)
+                    v = battles.vote(wb, bid, choice, voter=who)
                 except ForgeloopError:
-                    wb.voter_limits.votes.refund(who)  # a refused vote costs no budget
+                    voter_limits(wb).votes.refund(who)  # a refused vote costs no budget
                     raise
-                names = arena.reveal(wb, bid)
+                names = battles.reveal(wb, bid)
             except ForgeloopError as e:
                 raise gr.Error(str(e)) from e
             note = f" (flagged: {', '.join(v.flags)})" if v.flags else ""
@@ -215,7 +217,7 @@ def heatmap(frame: pd.DataFrame, title: str, fmt: str):
 
 
 def leaderboard_outputs(wb: Workbench):
-    view = wb.leaderboard.get()
+    view = leaderboard_cache(wb).get()
     table = view.table.copy()
     for col in ("rating", "lower", "upper"):
         table[col] = table[col].round(0)

@@ -7,10 +7,10 @@ from functools import wraps
 
 import gradio as gr
 
-from app.datasets import list_datasets
-from app.errors import ForgeloopError
-from app.registry import list_models
-from app.workbench import Workbench
+from app.core.errors import ForgeloopError
+from app.core.workbench import Workbench
+from app.data.datasets import list_datasets
+from app.models.registry import list_models
 
 
 def model_choices(wb: Workbench) -> list[tuple[str, int]]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app import datasets
-from app.overrides import parse_advanced
-from app.workbench import Workbench
+from app.core.workbench import Workbench
+from app.data import datasets
+from app.train.overrides import parse_advanced
 from tabs.common import user_errors
 
 SAMPLE_SFT = Path(__file__).resolve().parent.parent / "data" / "samples" / "sft_starter.jsonl"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from app import registry
-from app.workbench import Workbench
+from app.core.workbench import Workbench
+from app.inference.chat_engines import chat_cache
+from app.models import registry
 from tabs.common import model_choices, user_errors
 
 
 def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
-    loaded = {e["model_id"] for e in wb.chat.loaded()}
+    loaded = {e["model_id"] for e in chat_cache(wb).loaded()}
     rows = [
         {"id": m.id, "name": m.name, "kind": m.kind, "parent": names.get(m.parent_id, ""),
          "run": m.run_id or "", "arena": "yes" if m.in_arena else "",
@@ -103,7 +104,7 @@ def build(wb: Workbench) -> gr.Tab:
 
         @user_errors
         def on_unload(model_id):
-            done = wb.chat.unload(need(model_id))
+            done = chat_cache(wb).unload(need(model_id))
             return ("Unloaded." if done else "It was not loaded."), models_frame(wb)
 
         @user_errors

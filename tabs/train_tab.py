@@ -8,9 +8,9 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from app import training
-from app.overrides import parse_advanced
-from app.workbench import Workbench
+from app.core.workbench import Workbench
+from app.train import training
+from app.train.overrides import parse_advanced
 from tabs.common import dataset_choices, model_choices, user_errors
 
 RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
@@ -205,7 +205,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
 
         @user_errors
         def on_cancel(run_id):
-            run = wb.jobs.cancel(_need(run_id))
+            run = training.cancel_run(wb, _need(run_id))
             return refresh_runs(f"Cancelling **{run.name}**; it stops at the next step and saves.")
 
         @user_errors

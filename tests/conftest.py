@@ -27,7 +27,7 @@ FAST = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "gradient_accum
 
 def _starter_key() -> str:
     h = hashlib.sha256()
-    for p in (ROOT / "app" / "starter_model.py", ROOT / "data" / "starter_corpus.txt"):
+    for p in (ROOT / "app" / "models" / "starter_model.py", ROOT / "data" / "starter_corpus.txt"):
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -35,7 +35,7 @@ def _starter_key() -> str:
 @pytest.fixture(scope="session")
 def starter_dir() -> Path:
     """The tiny starter model, rebuilt only when its builder or corpus changes."""
-    from app.starter_model import build_starter_model
+    from app.models.starter_model import build_starter_model
 
     target = CACHE / f"starter-{_starter_key()}"
     if not (target / "model.safetensors").is_file():
@@ -48,10 +48,10 @@ def starter_dir() -> Path:
 
 
 def make_workbench(home: Path):
-    from app.settings import Settings
-    from app.workbench import Workbench
+    from app.bootstrap import open_workbench
+    from app.core.settings import Settings
 
-    return Workbench(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+    return open_workbench(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def wb(tmp_path):
 @pytest.fixture
 def starter(wb, starter_dir):
     """The cached starter model registered as a base in a fresh workbench."""
-    from app import registry
+    from app.models import registry
 
     return registry.register_base_model(wb, "starter", str(starter_dir))
 
@@ -107,7 +107,9 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
     """A LoRA adapter SFT-trained on the starter model (real llamafactory-cli run), cached."""
-    from app import datasets, registry, training
+    from app.data import datasets
+    from app.models import registry
+    from app.train import training
 
     h = hashlib.sha256(_starter_key().encode() + (ROOT / "recipes/sft_lora.yaml").read_bytes()
                        + repr(sorted(FAST.items())).encode())
@@ -119,7 +121,7 @@ def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
         base = registry.register_base_model(wb, "starter", str(starter_dir))
         ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
         run = training.start_run(wb, training.TrainRequest("sft_lora", base.id, [ds.id], overrides=FAST))
-        run = wb.jobs.wait(run.id, 600)
+        run = training.wait_run(wb, run.id, 600)
         assert run.status == "succeeded", run.error
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(run.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*"))
@@ -131,7 +133,7 @@ def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def duel(wb, starter, sft_adapter_dir):
     """Two local contestants: the starter base and its SFT fine-tune."""
-    from app import registry
+    from app.models import registry
 
     tuned = registry.register_adapter(wb, "tuned", starter.id, str(sft_adapter_dir))
     return starter, tuned
@@ -153,7 +155,7 @@ def stub():
 
 def register_served(wb, stub, names=("alpha:1b", "beta:1b", "gamma:1b")) -> list:
     """Register stub-served models as arena contestants named alpha, beta, ..."""
-    from app import registry
+    from app.models import registry
 
     return [registry.register_remote_model(wb, n.split(":")[0], "ollama", stub.url, n) for n in names]
 

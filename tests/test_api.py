@@ -3,8 +3,10 @@
 import httpx
 import pytest
 
-from app import datasets, registry
-from app.settings import Settings
+from app.core.settings import Settings
+from app.data import datasets
+from app.models import registry
+from app.train import training
 from tests.conftest import FAST, ROOT, ServerThread, make_workbench
 
 
@@ -34,7 +36,7 @@ def test_train_and_follow_a_run_over_http(api):
     assert "llamafactory-cli train" in run["command"]
     assert client.post("/api/train/sft", json={"model_id": model_id, "dataset_ids": [ds_id],
                                                "name": "via-api"}).status_code == 409
-    wb.jobs.wait(run["id"], 600)
+    training.wait_run(wb, run["id"], 600)
     detail = client.get(f"/api/runs/{run['id']}").json()
     assert detail["status"] == "succeeded" and detail["percent"] == 100.0
     records = client.get(f"/api/metrics/{run['id']}").json()["records"]

@@ -6,13 +6,13 @@ import time
 
 import httpx
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.conftest import ROOT, ServerThread, free_port
 
 
 def test_startup_imports_no_torch_and_answers(tmp_path):
     code = (
-        "import sys, launch; from app.settings import Settings;"
+        "import sys, launch; from app.core.settings import Settings;"
         f"launch.build_server(Settings(home={str(tmp_path)!r}));"
         "heavy = [m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules];"
         "print('HEAVY', heavy)"

@@ -6,10 +6,12 @@ from collections import Counter
 
 import pytest
 
-from app import arena, registry
-from app.chat_engines import GenSettings
-from app.errors import Conflict, InvalidInput, NotFound
-from app.tables import Vote
+from app.arena import battles
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.tables import Vote
+from app.inference.chat_engines import chat_cache
+from app.inference.generation import GenSettings
+from app.models import registry
 from tests.conftest import register_served
 
 GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
@@ -18,8 +20,8 @@ GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
 @pytest.mark.slow
 def test_local_battle_streams_both_sides_and_records_everything(wb, duel):
     base, tuned = duel
-    battle = arena.new_battle(wb, base.id, tuned.id, gen=GREEDY, voter="ann")
-    updates = list(arena.stream_turn(wb, battle.id, "What color is the sky?"))
+    battle = battles.new_battle(wb, base.id, tuned.id, gen=GREEDY, voter="ann")
+    updates = list(battles.stream_turn(wb, battle.id, "What color is the sky?"))
     final = updates[-1]
     assert final.turn is not None and final.done_a and final.done_b
     assert len(updates) > 4  # pieces arrived one by one, not as one block
@@ -32,9 +34,9 @@ def test_local_battle_streams_both_sides_and_records_everything(wb, duel):
         t = turn.timings[side]
         assert t["ttft_s"] > 0 and t["total_s"] >= t["ttft_s"] and t["tokens"] > 0
         assert t["finish"] in ("stop", "length") and t["tokens_per_s"] > 0
-    v = arena.vote(wb, battle.id, "b", voter="ann")
+    v = battles.vote(wb, battle.id, "b", voter="ann")
     assert (v.turn, v.choice, v.voter) == (0, "b", "ann")
-    assert arena.reveal(wb, battle.id) == {"a": base.name, "b": tuned.name}
+    assert battles.reveal(wb, battle.id) == {"a": base.name, "b": tuned.name}
 
 
 def test_both_sides_generate_at_the_same_time(wb, stub, served):
@@ -42,11 +44,11 @@ def test_both_sides_generate_at_the_same_time(wb, stub, served):
     a, b = served[0], served[1]
     prompt = "one two three four five six seven eight"
     start = time.perf_counter()
-    alone = "".join(wb.chat.stream(a, [{"role": "user", "content": prompt}], GREEDY))
+    alone = "".join(chat_cache(wb).stream(a, [{"role": "user", "content": prompt}], GREEDY))
     single = time.perf_counter() - start
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
     start = time.perf_counter()
-    updates = list(arena.stream_turn(wb, battle.id, prompt))
+    updates = list(battles.stream_turn(wb, battle.id, prompt))
     both = time.perf_counter() - start
     assert updates[-1].turn.answer_a == alone
     assert both < 1.5 * single  # not one after the other
@@ -56,71 +58,71 @@ def test_both_sides_generate_at_the_same_time(wb, stub, served):
 
 def test_multi_turn_history_follows_the_votes(wb, served):
     a, b, _ = served
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-    t0 = arena.play_turn(wb, battle.id, "first question")
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+    t0 = battles.play_turn(wb, battle.id, "first question")
     with pytest.raises(Conflict, match="vote on the current answers"):
-        arena.play_turn(wb, battle.id, "too early")
-    arena.vote(wb, battle.id, "b")
+        battles.play_turn(wb, battle.id, "too early")
+    battles.vote(wb, battle.id, "b")
     with pytest.raises(Conflict, match="already has a vote"):
-        arena.vote(wb, battle.id, "a")
-    t1 = arena.play_turn(wb, battle.id, "second question")
+        battles.vote(wb, battle.id, "a")
+    t1 = battles.play_turn(wb, battle.id, "second question")
     assert t1.messages == t0.messages + [{"role": "assistant", "content": t0.answer_b},
                                          {"role": "user", "content": "second question"}]
-    arena.vote(wb, battle.id, "tie")
-    t2 = arena.play_turn(wb, battle.id, "third")
+    battles.vote(wb, battle.id, "tie")
+    t2 = battles.play_turn(wb, battle.id, "third")
     assert t2.messages[-2] == {"role": "assistant", "content": t1.answer_a}  # a tie keeps A's
-    arena.vote(wb, battle.id, "both_bad")
+    battles.vote(wb, battle.id, "both_bad")
     with pytest.raises(Conflict, match="write the answer you wanted"):
-        arena.play_turn(wb, battle.id, "fourth")
-    t3 = arena.play_turn(wb, battle.id, "fourth", edited_answer="a better answer")
+        battles.play_turn(wb, battle.id, "fourth")
+    t3 = battles.play_turn(wb, battle.id, "fourth", edited_answer="a better answer")
     assert t3.messages[-2] == {"role": "assistant", "content": "a better answer"}
-    assert [t.turn for t in arena.turns(wb, battle.id)] == [0, 1, 2, 3]
+    assert [t.turn for t in battles.turns(wb, battle.id)] == [0, 1, 2, 3]
 
 
 def test_regenerate_replaces_only_an_unvoted_turn(wb, served):
     a, b, _ = served
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-    arena.play_turn(wb, battle.id, "hello there")
-    *_, again = arena.regenerate(wb, battle.id)
-    assert again.turn.turn == 0 and len(arena.turns(wb, battle.id)) == 1
-    arena.vote(wb, battle.id, "a")
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+    battles.play_turn(wb, battle.id, "hello there")
+    *_, again = battles.regenerate(wb, battle.id)
+    assert again.turn.turn == 0 and len(battles.turns(wb, battle.id)) == 1
+    battles.vote(wb, battle.id, "a")
     with pytest.raises(Conflict, match="already has a vote"):
-        list(arena.regenerate(wb, battle.id))
+        list(battles.regenerate(wb, battle.id))
 
 
 def test_bad_battles_and_votes(wb, served):
     a, b, _ = served
     with pytest.raises(InvalidInput, match="two different models"):
-        arena.new_battle(wb, a.id, a.id)
+        battles.new_battle(wb, a.id, a.id)
     with pytest.raises(NotFound):
-        arena.new_battle(wb, a.id, 999)
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+        battles.new_battle(wb, a.id, 999)
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
     with pytest.raises(InvalidInput, match="no answers to vote on"):
-        arena.vote(wb, battle.id, "a")
+        battles.vote(wb, battle.id, "a")
     with pytest.raises(InvalidInput, match="type a message"):
-        arena.play_turn(wb, battle.id, "   ")
+        battles.play_turn(wb, battle.id, "   ")
     with pytest.raises(InvalidInput, match="longer than"):
-        arena.play_turn(wb, battle.id, "x" * (wb.settings.max_prompt_chars + 1))
-    arena.play_turn(wb, battle.id, "hi")
+        battles.play_turn(wb, battle.id, "x" * (wb.settings.max_prompt_chars + 1))
+    battles.play_turn(wb, battle.id, "hi")
     with pytest.raises(InvalidInput, match="a vote must be one of"):
-        arena.vote(wb, battle.id, "c")
+        battles.vote(wb, battle.id, "c")
     with pytest.raises(InvalidInput, match="temperature"):
         GenSettings(temperature=5)
 
 
 def test_turn_limit(tmp_path, stub):
-    from app.settings import Settings
-    from app.workbench import Workbench
+    from app.bootstrap import open_workbench
+    from app.core.settings import Settings
 
-    wb = Workbench(Settings(home=tmp_path, max_turns=2), start_jobs=False)
+    wb = open_workbench(Settings(home=tmp_path, max_turns=2), start_jobs=False)
     try:
         a, b = register_served(wb, stub, ("alpha:1b", "beta:1b"))
-        battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
+        battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
         for text in ("one", "two"):
-            arena.play_turn(wb, battle.id, text)
-            arena.vote(wb, battle.id, "a")
+            battles.play_turn(wb, battle.id, text)
+            battles.vote(wb, battle.id, "a")
         with pytest.raises(InvalidInput, match="at most 2 turns"):
-            arena.play_turn(wb, battle.id, "three")
+            battles.play_turn(wb, battle.id, "three")
     finally:
         wb.close()
 
@@ -128,19 +130,19 @@ def test_turn_limit(tmp_path, stub):
 def test_quality_flags_are_recorded_not_applied(wb, stub, served):
     a, b, _ = served
     stub.models["alpha:1b"].brain = lambda model, prompt: "As ChatGPT, I think " + prompt
-    battle = arena.new_battle(wb, a.id, b.id, gen=GenSettings(temperature=0, max_new_tokens=3))
-    arena.play_turn(wb, battle.id, "a long question with many words in it")
-    v = arena.vote(wb, battle.id, "a")
+    battle = battles.new_battle(wb, a.id, b.id, gen=GenSettings(temperature=0, max_new_tokens=3))
+    battles.play_turn(wb, battle.id, "a long question with many words in it")
+    v = battles.vote(wb, battle.id, "a")
     assert "identity_a" in v.flags and "truncated_b" in v.flags and "identity_b" not in v.flags
     with wb.session() as s:
         assert s.get(Vote, v.id).flags == v.flags  # the vote is kept, with its flags
     # An unreachable server is an errored answer, not a crash.
     gone = registry.register_remote_model(wb, "gone", "ollama", "http://127.0.0.1:9", "x:1b")
-    battle = arena.new_battle(wb, gone.id, b.id, gen=GREEDY)
-    turn = arena.play_turn(wb, battle.id, "hello")
+    battle = battles.new_battle(wb, gone.id, b.id, gen=GREEDY)
+    turn = battles.play_turn(wb, battle.id, "hello")
     assert turn.timings["a"]["finish"] == "error" and "cannot reach" in turn.timings["a"]["error"]
     assert turn.answer_b
-    assert "error_a" in arena.vote(wb, battle.id, "b").flags
+    assert "error_a" in battles.vote(wb, battle.id, "b").flags
 
 
 def test_anonymous_sampling_prefers_thin_pairs(wb, served):
@@ -148,21 +150,21 @@ def test_anonymous_sampling_prefers_thin_pairs(wb, served):
     rng = random.Random(0)
     seen = Counter()
     for _ in range(300):
-        x, y = arena.sample_pair(wb, rng)
+        x, y = battles.sample_pair(wb, rng)
         assert x != y
         seen[(x, y)] += 1
     assert len(seen) == 6  # every ordered pair shows up: sides are shuffled
     # Pile votes on (a, b); sampling then favours the pairs with c.
     for _ in range(12):
-        battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-        arena.play_turn(wb, battle.id, "q")
-        arena.vote(wb, battle.id, "a")
-    picks = Counter(frozenset(arena.sample_pair(wb, rng)) for _ in range(600))
+        battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+        battles.play_turn(wb, battle.id, "q")
+        battles.vote(wb, battle.id, "a")
+    picks = Counter(frozenset(battles.sample_pair(wb, rng)) for _ in range(600))
     assert picks[frozenset((a.id, b.id))] < picks[frozenset((a.id, c.id))]
     assert picks[frozenset((a.id, b.id))] < picks[frozenset((b.id, c.id))]
-    anon = arena.new_battle(wb, mode="anonymous", gen=GREEDY)
+    anon = battles.new_battle(wb, mode="anonymous", gen=GREEDY)
     assert {anon.model_a_id, anon.model_b_id} <= {a.id, b.id, c.id} and anon.mode == "anonymous"
     registry.set_in_arena(wb, c.id, False)
     registry.set_in_arena(wb, b.id, False)
     with pytest.raises(InvalidInput, match="at least two models"):
-        arena.sample_pair(wb)
+        battles.sample_pair(wb)

@@ -8,21 +8,23 @@ import httpx
 import pytest
 from sqlmodel import func, select
 
-from app import arena, leaderboard, lf_loader, preference_export
-from app.chat_engines import GenSettings
-from app.errors import InvalidInput
-from app.preference_export import VoteFilter
-from app.settings import Settings
-from app.tables import Vote
+from app.arena import battles, leaderboard, preference_export
+from app.arena.leaderboard import leaderboard_cache
+from app.arena.preference_export import VoteFilter
+from app.core.errors import InvalidInput
+from app.core.settings import Settings
+from app.core.tables import Vote
+from app.inference.generation import GenSettings
+from app.train import lf_loader
 from tests.conftest import ServerThread, home_with_served
 
 GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
 
 
 def cast(wb, a, b, prompt, choice, voter="local"):
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY, voter=voter)
-    arena.play_turn(wb, battle.id, prompt)
-    return arena.vote(wb, battle.id, choice, voter=voter)
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY, voter=voter)
+    battles.play_turn(wb, battle.id, prompt)
+    return battles.vote(wb, battle.id, choice, voter=voter)
 
 
 def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
@@ -31,7 +33,7 @@ def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
         cast(wb, alpha, beta, f"q{i} a-b", "a" if i % 4 else "b")
         cast(wb, beta, gamma, f"q{i} b-g", "a" if i % 4 else "tie")
         cast(wb, gamma, alpha, f"q{i} g-a", "b")
-    view = wb.leaderboard.get(rounds=50)
+    view = leaderboard_cache(wb).get(rounds=50)
     assert list(view.table["model"]) == ["alpha", "beta", "gamma"]
     assert (view.table["lower"] <= view.table["rating"]).all()
     assert view.votes_used == 36 and view.counts.loc["alpha", "beta"] == 12
@@ -41,7 +43,7 @@ def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
     stub.models["gamma:1b"].brain = lambda m, p: "I am Llama, " + p
     for i in range(20):
         cast(wb, gamma, alpha, f"leak {i}", "a")
-    clean = wb.leaderboard.get(rounds=50)
+    clean = leaderboard_cache(wb).get(rounds=50)
     assert clean.votes_used == 36
     flagged = leaderboard.compute(wb, rounds=50, include_flagged=True)
     def gamma(view):
@@ -115,16 +117,16 @@ def test_arena_api(api):
                                           "messages": [{"role": "user", "content": "hello world"}]})
     assert r.status_code == 200 and r.json()["answer"].endswith("world hello")
     assert client.post("/api/predict", json={"model_id": a.id, "messages": []}).status_code == 422
-    battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-    arena.play_turn(wb, battle.id, "pick one")
+    battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+    battles.play_turn(wb, battle.id, "pick one")
     r = client.post("/api/feedback", json={"battle_id": battle.id, "choice": "b"})
     assert r.status_code == 201 and r.json()["voter"] == "api"
     assert client.post("/api/feedback", json={"battle_id": battle.id, "choice": "a"}).status_code == 409
     assert client.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
     board = client.get("/api/leaderboard").json()
     assert board["votes"] == 1 and board["models"][0]["model"] == "beta"
-    battles = client.get("/api/battles").json()
-    assert battles[0]["turns"][0]["vote"]["choice"] == "b"
+    listed = client.get("/api/battles").json()
+    assert listed[0]["turns"][0]["vote"]["choice"] == "b"
     # The message budget (3 a minute here) is enforced per caller.
     codes = [client.post("/api/predict", json={"model_id": a.id, "messages": [
         {"role": "user", "content": "again"}]}).status_code for _ in range(3)]
@@ -134,11 +136,11 @@ def test_arena_api(api):
 
 def test_fifty_concurrent_voters_lose_no_vote(api):
     client, wb, (a, b) = api
-    battles = []
+    battle_ids = []
     for i in range(50):
-        battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-        arena.play_turn(wb, battle.id, f"question {i}")
-        battles.append(battle.id)
+        battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+        battles.play_turn(wb, battle.id, f"question {i}")
+        battle_ids.append(battle.id)
     barrier = threading.Barrier(50)
     codes = []
 
@@ -147,7 +149,7 @@ def test_fifty_concurrent_voters_lose_no_vote(api):
             barrier.wait()
             codes.append(c.post("/api/feedback", json={"battle_id": bid, "choice": "ab"[i % 2]}).status_code)
 
-    threads = [threading.Thread(target=voter, args=(bid, i)) for i, bid in enumerate(battles)]
+    threads = [threading.Thread(target=voter, args=(bid, i)) for i, bid in enumerate(battle_ids)]
     for t in threads:
         t.start()
     for t in threads:
@@ -177,17 +179,17 @@ def test_refused_votes_cost_no_budget(tmp_path, stub):
     a, b = home_with_served(home, stub)
     server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=2))
     try:
-        battles = []
+        battle_ids = []
         for i in range(2):
-            battle = arena.new_battle(wb, a.id, b.id, gen=GREEDY)
-            arena.play_turn(wb, battle.id, f"q{i}")
-            battles.append(battle.id)
+            battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+            battles.play_turn(wb, battle.id, f"q{i}")
+            battle_ids.append(battle.id)
         with ServerThread(server) as srv, httpx.Client(base_url=srv.url) as c:
             assert c.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
-            assert c.post("/api/feedback", json={"battle_id": battles[0], "choice": "c"}).status_code == 422
+            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "c"}).status_code == 422
             codes = [c.post("/api/feedback", json={"battle_id": bid, "choice": "a"}).status_code
-                     for bid in battles]
+                     for bid in battle_ids]
             assert codes == [201, 201]
-            assert c.post("/api/feedback", json={"battle_id": battles[0], "choice": "b"}).status_code == 429
+            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "b"}).status_code == 429
     finally:
         wb.close()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app import registry
-from app.settings import Settings
+from app.core.settings import Settings
+from app.models import registry
 from tests.conftest import ServerThread, home_with_served, make_workbench
 
 pytestmark = pytest.mark.browser

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from app import datasets
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
+from app.data import datasets
 
 
 def test_csv_with_column_map(wb, tmp_path):

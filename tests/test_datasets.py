@@ -3,9 +3,9 @@ import json
 import pytest
 from sqlmodel import select
 
-from app import datasets
-from app.errors import Conflict, InvalidInput
-from app.tables import Dataset
+from app.core.errors import Conflict, InvalidInput
+from app.core.tables import Dataset
+from app.data import datasets
 
 
 def write_jsonl(path, rows):

@@ -6,9 +6,11 @@ import shutil
 import pytest
 from sqlmodel import select
 
-from app import datasets, registry, training
-from app.errors import Conflict, InvalidInput
-from app.tables import ModelVersion, Run
+from app.core.errors import Conflict, InvalidInput
+from app.core.tables import ModelVersion, Run
+from app.data import datasets
+from app.models import registry
+from app.train import training
 from tests.conftest import FAST, ROOT, make_workbench
 
 
@@ -29,7 +31,7 @@ def test_run_folder_has_exact_yaml_and_snapshot(wb, starter, sft_data):
         wb.jobs.submit(run.id)
     with pytest.raises(Conflict, match="already exists"):
         training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sft_data.id], name="r1"))
-    done = wb.jobs.wait(run.id, timeout=600)
+    done = training.wait_run(wb, run.id, timeout=600)
     assert done.status == "succeeded", done.error
     with pytest.raises(Conflict, match="already finished"):
         wb.jobs.submit(run.id)
@@ -65,7 +67,7 @@ def test_failed_trainer_shows_error_and_registers_nothing(wb, starter_dir, sft_d
     model = registry.register_base_model(wb, "broken", str(broken))
     run = training.start_run(wb, training.TrainRequest("sft_lora", model.id, [sft_data.id],
                                                        overrides=FAST))
-    run = wb.jobs.wait(run.id, timeout=600)
+    run = training.wait_run(wb, run.id, timeout=600)
     assert run.status == "failed"
     assert "exited with code" in run.error and run.returncode != 0
     assert len(run.error.splitlines()) > 3  # carries the log tail
@@ -84,7 +86,7 @@ def test_restart_marks_dead_running_jobs_interrupted(tmp_path, starter_dir):
     wb.close()
     wb2 = make_workbench(home)  # start-up reconciles
     try:
-        run = wb2.jobs.wait(1, timeout=5)
+        run = training.wait_run(wb2, 1, timeout=5)
         assert run.status == "interrupted" and "not running" in run.error
     finally:
         wb2.close()

@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import arena, datasets, lf_loader, preference_export, registry, training
-from app.chat_engines import GenSettings
+from app.arena import battles, preference_export
+from app.data import datasets
+from app.inference.chat_engines import chat_cache
+from app.inference.generation import GenSettings
+from app.models import registry
+from app.train import lf_loader, training
 from tests.conftest import FAST, ROOT
 
 pytestmark = pytest.mark.slow
@@ -25,7 +29,7 @@ def test_whole_loop(wb, starter):
     # 2. SFT (LoRA) through a real llamafactory-cli subprocess.
     run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sft_data.id],
                                                        name="sft-1", overrides=FAST))
-    run = wb.jobs.wait(run.id, timeout=600)
+    run = training.wait_run(wb, run.id, timeout=600)
     assert run.status == "succeeded", run.error
     out = Path(run.output_dir)
     assert (out / "adapter_model.safetensors").is_file()
@@ -43,13 +47,13 @@ def test_whole_loop(wb, starter):
     # 3. Arena: the same prompts to base and fine-tune; votes stored.
     gen = GenSettings(temperature=0.0, max_new_tokens=16)
     for i, prompt in enumerate(PROMPTS):
-        battle = arena.new_battle(wb, starter.id, sft_model.id, gen=gen)
-        turn = arena.play_turn(wb, battle.id, prompt)
+        battle = battles.new_battle(wb, starter.id, sft_model.id, gen=gen)
+        turn = battles.play_turn(wb, battle.id, prompt)
         assert turn.answer_a.strip() and turn.answer_b.strip()
         assert turn.messages == [{"role": "user", "content": prompt}]
         assert turn.timings["a"]["ttft_s"] is not None
-        arena.vote(wb, battle.id, ["b", "a", "tie", "b", "both_bad", "b"][i])
-    assert arena.reveal(wb, battle.id) == {"a": "starter", "b": sft_model.name}
+        battles.vote(wb, battle.id, ["b", "a", "tie", "b", "both_bad", "b"][i])
+    assert battles.reveal(wb, battle.id) == {"a": "starter", "b": sft_model.name}
 
     # 4. Votes → a DPO dataset LLaMA-Factory accepts row for row.
     rows, vote_ids = preference_export.preference_rows(wb)
@@ -62,7 +66,7 @@ def test_whole_loop(wb, starter):
     # 5. DPO on the votes, on top of the SFT model; lineage reaches the votes.
     run2 = training.start_run(wb, training.TrainRequest("dpo_lora", sft_model.id, [dpo_data.id],
                                                         name="dpo-1", overrides=FAST))
-    run2 = wb.jobs.wait(run2.id, timeout=600)
+    run2 = training.wait_run(wb, run2.id, timeout=600)
     assert run2.status == "succeeded", run2.error
     assert "final_loss" in run2.metrics and "final_accuracy" in run2.metrics
     chain = registry.lineage(wb, run2.output_model_id)
@@ -72,4 +76,4 @@ def test_whole_loop(wb, starter):
     assert dpo_model.in_arena  # the new model joins the arena by itself (auto_arena)
     assert dpo_model.adapter_path.split(",") == [run.output_dir, run2.output_dir]
     # The new model answers in the arena like any other.
-    assert wb.chat.complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()
+    assert chat_cache(wb).complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()

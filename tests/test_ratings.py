@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.ratings import (
+from app.arena.ratings import (
     VoteTable,
     battle_count_matrix,
     bootstrap_intervals,

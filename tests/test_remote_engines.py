@@ -19,10 +19,16 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app import chat_engines
-from app.chat_engines import GenSettings
-from app.errors import EngineError
-from app.remote_engines import Finish, OllamaEngine, OpenAIEngine, list_ollama_models, list_openai_models
+from app.core.errors import EngineError
+from app.inference import chat_engines
+from app.inference.generation import GenSettings
+from app.inference.remote_engines import (
+    Finish,
+    OllamaEngine,
+    OpenAIEngine,
+    list_ollama_models,
+    list_openai_models,
+)
 from tests.conftest import ServerThread, free_port
 from tests.ollama_stub import OllamaStub
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import launch
-from app.settings import Settings, parse_auth
+from app.core.settings import Settings, parse_auth
 
 
 def test_parse_auth_pairs_and_errors():

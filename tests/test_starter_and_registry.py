@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app import registry
-from app.errors import Conflict, InvalidInput
-from app.starter_model import CHAT_SYMBOLS, STARTER_TEMPLATE
+from app.core.errors import Conflict, InvalidInput
+from app.models import registry
+from app.models.starter_model import CHAT_SYMBOLS, STARTER_TEMPLATE
 
 
 def test_starter_model_loads_with_transformers_and_speaks_chatml(starter_dir):
@@ -72,7 +72,7 @@ def test_model_whose_files_vanished_is_refused(wb, starter_dir, tmp_path):
 
 
 def test_create_starter_model_registers_a_base(wb):
-    from app.starter_model import StarterSpec
+    from app.models.starter_model import StarterSpec
 
     mv = registry.create_starter_model(wb, spec=StarterSpec(pretrain_steps=5))
     assert mv.kind == "base" and mv.template == "chatml"

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from app import datasets, training
-from app.errors import InvalidInput
-from app.hardware import Gpu, Hardware, parse_nvidia_smi
-from app.overrides import ALLOWED_KEYS, parse_advanced
-from app.settings import Settings
+from app.core.errors import InvalidInput
+from app.core.hardware import Gpu, Hardware, parse_nvidia_smi
+from app.core.settings import Settings
+from app.data import datasets
+from app.train import training
+from app.train.overrides import ALLOWED_KEYS, parse_advanced
 from tests.conftest import ROOT
 
 TWO_A100 = Hardware((Gpu(0, "A100", 81920, 1000, 8.0), Gpu(1, "A100", 81920, 500, 8.0)), True)
@@ -65,10 +66,10 @@ def test_bad_overrides_are_refused(wb, starter, sft_data, overrides, message):
 
 
 def test_unsafe_overrides_pass_when_settings_allow(tmp_path, starter_dir):
-    from app import registry
-    from app.workbench import Workbench
+    from app.bootstrap import open_workbench
+    from app.models import registry
 
-    wb = Workbench(Settings(home=tmp_path, allow_unsafe_overrides=True), start_jobs=False)
+    wb = open_workbench(Settings(home=tmp_path, allow_unsafe_overrides=True), start_jobs=False)
     try:
         model = registry.register_base_model(wb, "s", str(starter_dir))
         ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "d", "sft")

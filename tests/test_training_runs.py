@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app import datasets, training
-from app.tables import ModelVersion
-from app.trainer_log import TRAINER_LOG, TrainerLogTail
+from app.core.progress_log import TRAINER_LOG, ProgressTail
+from app.core.tables import ModelVersion
+from app.data import datasets
+from app.inference.chat_engines import chat_cache
+from app.train import training
 from tests.conftest import FAST, ROOT, make_workbench
 
 pytestmark = pytest.mark.slow
@@ -29,7 +31,7 @@ def wait_for_step(wb, run_id, step, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = training.get_run(wb, run_id)
-        tail = TrainerLogTail(Path(run.output_dir) / TRAINER_LOG)
+        tail = ProgressTail(Path(run.output_dir) / TRAINER_LOG)
         tail.poll()
         if tail.last and tail.last.get("current_steps", 0) >= step:
             return run
@@ -51,7 +53,7 @@ def test_cpt_with_validation_and_kto_register_models(wb, starter, tmp_path):
     kto_data = datasets.register_file(wb, kto_file, "kto-data", "kto")
     kto = training.start_run(wb, training.TrainRequest("kto_lora", starter.id, [kto_data.id],
                                                        name="kto", overrides=FAST))
-    for run in (wb.jobs.wait(cpt.id, 600), wb.jobs.wait(kto.id, 600)):
+    for run in (training.wait_run(wb, cpt.id, 600), training.wait_run(wb, kto.id, 600)):
         assert run.status == "succeeded", run.error
         with wb.session() as s:
             mv = s.get(ModelVersion, run.output_model_id)
@@ -66,21 +68,21 @@ def test_cpt_with_validation_and_kto_register_models(wb, starter, tmp_path):
 
 
 def test_cancel_keeps_a_loadable_adapter_and_resume_continues(wb, starter):
-    from app.chat_engines import GenSettings
+    from app.inference.generation import GenSettings
 
     data = sample(wb)
     run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [data.id],
                                                        name="long", overrides=LONG))
     wait_for_step(wb, run.id, 14)
-    wb.jobs.cancel(run.id)
-    run = wb.jobs.wait(run.id, 120)
+    training.cancel_run(wb, run.id)
+    run = training.wait_run(wb, run.id, 120)
     assert run.status == "cancelled"
     stopped_at = run.metrics["steps"]
     assert 14 <= stopped_at < 150
     assert run.output_model_id is None
     adapter = ModelVersion(id=-1, name="probe", kind="adapter", base_path=starter.base_path,
                            adapter_path=run.output_dir, template="chatml")
-    answer = wb.chat.complete(adapter, [{"role": "user", "content": "Hello!"}],
+    answer = chat_cache(wb).complete(adapter, [{"role": "user", "content": "Hello!"}],
                               GenSettings(temperature=0, max_new_tokens=8))
     assert answer.strip()
 
@@ -88,7 +90,7 @@ def test_cancel_keeps_a_loadable_adapter_and_resume_continues(wb, starter):
     ckpt_step = int(ckpt.name.split("-")[-1])
     assert ckpt_step >= 10
     training.resume_run(wb, run.id)
-    run = wb.jobs.wait(run.id, 600)
+    run = training.wait_run(wb, run.id, 600)
     assert run.status == "succeeded", run.error
     records = [json.loads(x) for x in (Path(run.output_dir) / TRAINER_LOG).read_text().splitlines()]
     steps = [r["current_steps"] for r in records if "loss" in r]
@@ -102,13 +104,13 @@ def test_kill_minus_nine_marks_run_interrupted(wb, starter):
                                                        overrides=LONG))
     run = wait_for_step(wb, run.id, 2)
     os.kill(run.pid, signal.SIGKILL)
-    run = wb.jobs.wait(run.id, 60)
+    run = training.wait_run(wb, run.id, 60)
     assert run.status == "interrupted" and "signal 9" in run.error
     assert run.output_model_id is None
 
 
 def test_restart_reattaches_to_a_live_trainer(tmp_path, starter_dir):
-    from app import registry
+    from app.models import registry
 
     home = tmp_path / "home"
     wb1 = make_workbench(home)
@@ -120,8 +122,8 @@ def test_restart_reattaches_to_a_live_trainer(tmp_path, starter_dir):
     wb2 = make_workbench(home)
     try:
         assert training.get_run(wb2, run.id).status == "running"
-        wb2.jobs.cancel(run.id)
-        run = wb2.jobs.wait(run.id, 120)
+        training.cancel_run(wb2, run.id)
+        run = training.wait_run(wb2, run.id, 120)
         assert run.status == "cancelled"
         assert (Path(run.output_dir) / "adapter_config.json").is_file()
     finally:
@@ -135,26 +137,26 @@ def test_queue_runs_jobs_one_after_the_other(wb, starter):
     second = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [data.id],
                                                           name="second", overrides=FAST))
     assert training.get_run(wb, second.id).status == "queued"
-    first, second = wb.jobs.wait(first.id, 600), wb.jobs.wait(second.id, 600)
+    first, second = training.wait_run(wb, first.id, 600), training.wait_run(wb, second.id, 600)
     assert first.status == second.status == "succeeded"
     assert second.started_at >= first.finished_at
     # Re-run with edits makes a new run from the old request.
     third = training.rerun(wb, first.id, name="third", overrides={"lora_rank": 4})
     assert third.request["overrides"]["lora_rank"] == 4 and third.config["lora_rank"] == 4
     assert third.request["overrides"]["num_train_epochs"] == FAST["num_train_epochs"]
-    third = wb.jobs.wait(third.id, 600)
+    third = training.wait_run(wb, third.id, 600)
     assert third.status == "succeeded"
 
 
 def test_delete_refuses_runs_with_models_and_removes_others(wb, starter):
-    from app.errors import Conflict
+    from app.core.errors import Conflict
 
     run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sample(wb).id],
                                                        overrides=LONG))
     with pytest.raises(Conflict, match="cancel it first"):
         training.delete_run(wb, run.id)
-    wb.jobs.cancel(run.id)
-    run = wb.jobs.wait(run.id, 120)
+    training.cancel_run(wb, run.id)
+    run = training.wait_run(wb, run.id, 120)
     folder = training.run_dir(run)
     training.delete_run(wb, run.id)
     assert not folder.exists() and training.list_runs(wb) == []

@@ -5,9 +5,9 @@ import pytest
 from gradio_client import Client
 from sqlmodel import select
 
-from app import voters
-from app.settings import Settings
-from app.tables import Vote
+from app.arena import voters
+from app.core.settings import Settings
+from app.core.tables import Vote
 from tests.conftest import ServerThread, home_with_served, make_workbench
 
 ARENA_ENDPOINTS = {"/arena_send", "/arena_regenerate", "/arena_vote_a", "/arena_vote_b", "/arena_vote_tie",
@@ -26,9 +26,9 @@ def voter_app(tmp_path, stub):
     voters.create_voter(wb, "ann", "secret123")
     code = voters.create_invite(wb, max_uses=2).code
     wb.close()
-    from app.workbench import Workbench
+    from app.bootstrap import open_workbench
 
-    wb = Workbench(Settings(home=home, voter_messages_per_minute=2))
+    wb = open_workbench(Settings(home=home, voter_messages_per_minute=2))
     app, _ = launch.build_voter_server(wb)
     with ServerThread(app) as srv:
         yield srv.url, wb, code

@@ -4,10 +4,10 @@ import threading
 import pytest
 from sqlmodel import select
 
-from app import voters
-from app.errors import Conflict, InvalidInput, NotFound, RateLimited
-from app.settings import Settings
-from app.tables import VoterAccount, VoterInvite
+from app.arena import voters
+from app.core.errors import Conflict, InvalidInput, NotFound, RateLimited
+from app.core.settings import Settings
+from app.core.tables import VoterAccount, VoterInvite
 
 
 class FakeClock:

@@ -1,35 +1,46 @@
-"""Training runs: recipes → LLaMA-Factory YAML → a queued job → a registered model."""
+"""Training runs: recipes → LLaMA-Factory YAML → a queued job → a registered model.
+
+Training is the ``train`` job kind: `start_run` plans the YAML and queues a
+``llamafactory-cli train`` job; `finish_training` (run by the job runner when the trainer
+ends, or on restart when it ended while the app was down) records the metrics and
+registers the new model version in the same transaction as the job's outcome.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from app.errors import Conflict, InvalidInput, NotFound
-from app.hardware import Hardware, precision
-from app.overrides import validate_overrides
-from app.registry import check_model_files, get_model
-from app.tables import Dataset, ModelVersion, Run, utcnow
-from app.trainer_log import TRAINER_LOG, TrainerLogTail, summarise
-from app.workbench import Workbench
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.hardware import Hardware, precision
+from app.core.jobs import JobKind, JobSpec, Outcome, default_finish
+from app.core.progress_log import TRAINER_LOG, ProgressTail, summarise
+from app.core.tables import Dataset, Job, ModelVersion, Run
+from app.models.registry import check_model_files, get_model
+from app.train.overrides import validate_overrides
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 # Our stage names → LLaMA-Factory's `stage` values.
 LF_STAGE = {"cpt": "pt", "sft": "sft", "dpo": "dpo", "kto": "kto"}
 # The hyper-parameters an experiment table shows next to the metrics.
 KEY_PARAMS = ("finetuning_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
               "gradient_accumulation_steps", "lora_rank", "pref_beta", "cutoff_len", "val_size")
+LOG_NAME = "train.log"
+ACTIVE = ("queued", "starting", "running")
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
@@ -239,25 +250,40 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
     run = Run(
         name=name,
         stage=recipe.stage,
-        status="created",
         model_id=model.id,
         dataset_ids=[d.id for d in datasets],
         recipe=recipe.name,
         request=req.as_dict(),
         config=plan.config,
-        env=plan.env,
-        gpus=",".join(str(i) for i in plan.gpus),
         output_dir=str(folder / "output"),
     )
+    spec = job_spec(folder, name, plan.env, plan.gpus)
     try:
-        with wb.session() as s:
+        with wb.session() as s:  # the run and its job appear together or not at all
+            run.job_id = wb.jobs.submit(TRAIN, spec, s).id
             s.add(run)
             s.commit()
-            s.refresh(run)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return wb.jobs.submit(run.id)
+    wb.jobs.poke()
+    return get_run(wb, run.id)
+
+
+def job_spec(folder: Path, name: str, env: dict[str, str], gpus: tuple[int, ...]) -> JobSpec:
+    """The trainer subprocess for a run folder; a CPU run holds the CPU, a GPU run its GPUs."""
+    output = folder / "output"
+    return JobSpec(
+        command=[cli_path(), "train", str(folder / "config.yaml")],
+        cwd=folder,
+        log_path=folder / LOG_NAME,
+        # LLAMABOARD_*: LLaMA-Factory's callback then turns SIGABRT into a clean stop that
+        # still saves the model.
+        env={**env, "LLAMABOARD_ENABLED": "1", "LLAMABOARD_WORKDIR": str(output)},
+        progress_path=output / TRAINER_LOG,
+        resources=frozenset(f"gpu:{g}" for g in gpus) or frozenset({"cpu"}),
+        title=name,
+    )
 
 
 def newest_checkpoint(run: Run) -> Path | None:
@@ -280,11 +306,10 @@ def resume_run(wb: Workbench, run_id: int) -> Run:
     with wb.session() as s:
         row = s.get(Run, run_id)
         row.config = cfg
-        row.finished_at = None
-        row.returncode = None
         s.add(row)
         s.commit()
-    return wb.jobs.submit(run_id)
+    wb.jobs.requeue(run.job_id)
+    return get_run(wb, run_id)
 
 
 def rerun(wb: Workbench, run_id: int, name: str | None = None, **changes: Any) -> Run:
@@ -303,7 +328,7 @@ def rerun(wb: Workbench, run_id: int, name: str | None = None, **changes: Any) -
 def delete_run(wb: Workbench, run_id: int) -> None:
     """Remove a finished run's folder and row. A run whose model is registered stays."""
     run = get_run(wb, run_id)
-    if run.status in ("queued", "running"):
+    if run.status in ACTIVE:
         raise Conflict(f"run {run.name!r} is {run.status}; cancel it first")
     with wb.session() as s:
         model = s.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).first()
@@ -311,6 +336,9 @@ def delete_run(wb: Workbench, run_id: int) -> None:
             raise Conflict(f"model {model.name!r} was trained by run {run.name!r}; "
                            "delete the model first")
         s.delete(s.get(Run, run_id))
+        s.flush()
+        if run.job_id is not None:
+            wb.jobs.delete(run.job_id, s)
         s.commit()
     shutil.rmtree(run_dir(run), ignore_errors=True)
 
@@ -325,29 +353,14 @@ def cli_path() -> str:
     return str(local) if local.exists() else (shutil.which("llamafactory-cli") or str(local))
 
 
-def launch_command(run: Run) -> list[str]:
-    return [cli_path(), "train", str(run_dir(run) / "config.yaml")]
-
-
 def shell_command(run: Run) -> str:
     """The command a user can paste to rerun this exact run by hand."""
-    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(run.env.items())]
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(run.env.items()) if not k.startswith("LLAMABOARD_")]
     return " ".join(env + [shlex.join(["llamafactory-cli", "train", str(run_dir(run) / "config.yaml")])])
 
 
 def tensorboard_command(run: Run) -> str:
     return shlex.join(["tensorboard", "--logdir", str(run_dir(run) / "tensorboard")])
-
-
-def launch_env(wb: Workbench, run: Run) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(wb.settings.job_env)
-    env.update(run.env)
-    # Makes SIGABRT a clean stop that still saves the model (LLaMA-Factory's callback).
-    env["LLAMABOARD_ENABLED"] = "1"
-    env["LLAMABOARD_WORKDIR"] = run.output_dir
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def _saved_model(output_dir: Path, finetuning_type: str) -> bool:
@@ -356,54 +369,45 @@ def _saved_model(output_dir: Path, finetuning_type: str) -> bool:
     return (output_dir / "config.json").is_file()
 
 
-def finalize_run(
-    wb: Workbench,
-    run_id: int,
-    returncode: int | None,
-    cancelled: bool = False,
-    error: str | None = None,
-) -> Run:
-    """Record how a run ended; a successful one becomes a new model version."""
-    from app.jobs import LOG_NAME, log_tail
+def finish_training(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
+    """Record how a trainer ended; a successful run becomes a new model version.
 
-    with wb.session() as s:
-        run = s.get(Run, run_id)
-        out = Path(run.output_dir)
-        tail = TrainerLogTail(out / TRAINER_LOG)
-        tail.poll()
-        metrics = summarise(tail.records)
-        results = out / "all_results.json"
-        if results.is_file():
-            metrics.update(json.loads(results.read_text()))
-        ft = run.config.get("finetuning_type", "lora")
-        saved = _saved_model(out, ft)
-        finished_ok = saved and (returncode == 0 or (returncode is None and results.is_file()))
-        run.returncode = returncode
-        run.metrics = metrics
-        run.finished_at = utcnow()
-        if cancelled:
-            run.status = "cancelled"
-        elif finished_ok and error is None:
-            run.status = "succeeded"
-        elif returncode is None and error is None:
-            run.status = "interrupted"
-            run.error = "the trainer stopped before finishing"
-        elif returncode is not None and returncode < 0:
-            run.status = "interrupted"  # killed from outside; resumable from a checkpoint
-            run.error = f"the trainer was killed by signal {-returncode}\n" + log_tail(
-                run_dir(run) / LOG_NAME, 10)
-        else:
-            run.status = "failed"
-            run.error = error or (
-                f"llamafactory-cli exited with code {returncode}\n"
-                + log_tail(run_dir(run) / LOG_NAME, 25)
-            )
-        if run.status == "succeeded":
-            run.output_model_id = _register_output(s, run, ft, wb.settings.auto_arena)
-        s.add(run)
-        s.commit()
-        s.refresh(run)
-    return run
+    Success is judged from the run folder, not only the exit code: a trainer that
+    finished while Forgeloop was down (no exit code seen) succeeded when it saved its
+    model and ``all_results.json``.
+    """
+    run = s.exec(select(Run).where(Run.job_id == job.id)).first()
+    if run is None:  # the run row is gone: nothing to register
+        default_finish(wb, s, job, outcome)
+        return
+    out = Path(run.output_dir)
+    tail = ProgressTail(out / TRAINER_LOG)
+    tail.poll()
+    metrics = summarise(tail.records)
+    results = out / "all_results.json"
+    if results.is_file():
+        metrics.update(json.loads(results.read_text()))
+    run.metrics = metrics
+    ft = run.config.get("finetuning_type", "lora")
+    rc = outcome.returncode
+    finished_ok = _saved_model(out, ft) and (rc == 0 or (rc is None and results.is_file()))
+    if finished_ok and not outcome.cancelled:
+        job.status = "succeeded"
+        run.output_model_id = _register_output(s, run, ft, wb.settings.auto_arena)
+    elif rc is None and not outcome.cancelled:
+        job.status = "interrupted"
+        job.error = "the trainer stopped while Forgeloop was not running, before it finished"
+    elif rc == 0 and not outcome.cancelled:
+        job.status = "failed"
+        job.error = f"the trainer exited without saving a model in {out}"
+    else:
+        default_finish(wb, s, job, outcome)
+    s.add(run)
+
+
+TRAIN = "train"
+# SIGABRT: LLaMA-Factory's LLAMABOARD callback stops at the next step and saves the model.
+TRAIN_KIND = JobKind(TRAIN, finish=finish_training, cancel_signal=signal.SIGABRT)
 
 
 def _register_output(s, run: Run, finetuning_type: str, in_arena: bool) -> int:
@@ -446,34 +450,35 @@ def get_run(wb: Workbench, run_id: int) -> Run:
     return run
 
 
+def wait_run(wb: Workbench, run_id: int, timeout: float = 600.0) -> Run:
+    """Block until the run's job has finished (for scripts and tests)."""
+    wb.jobs.wait(get_run(wb, run_id).job_id, timeout)
+    return get_run(wb, run_id)
+
+
+def cancel_run(wb: Workbench, run_id: int) -> Run:
+    wb.jobs.cancel(get_run(wb, run_id).job_id)
+    return get_run(wb, run_id)
+
+
 def run_view(wb: Workbench, run_id: int) -> dict[str, Any]:
     """Everything the live view shows for a run: status, progress, curves, log tail."""
-    from app.jobs import LOG_NAME, log_tail
-
     run = get_run(wb, run_id)
-    tail = wb.jobs.progress(run)
-    last = tail.last or {}
+    view = wb.jobs.view(run.job)
+    tail = wb.jobs.progress(run.job)
     points = [
         {"step": r["current_steps"], "value": r[key], "series": key}
         for r in tail.records
         for key in ("loss", "eval_loss", "accuracy")
         if key in r and "current_steps" in r
     ]
-    percent = last.get("percentage", 100.0 if run.status == "succeeded" else 0.0)
-    return {
+    view.update({
         "id": run.id,
         "name": run.name,
-        "status": run.status,
         "stage": run.stage,
-        "percent": float(percent),
-        "step": last.get("current_steps", 0),
-        "total_steps": last.get("total_steps", 0),
-        "elapsed": last.get("elapsed_time", ""),
-        "eta": last.get("remaining_time", ""),
         "points": points,
-        "log": log_tail(run_dir(run) / LOG_NAME, 15),
         "command": shell_command(run),
-        "error": run.error,
         "metrics": run.metrics,
         "output_model_id": run.output_model_id,
-    }
+    })
+    return view

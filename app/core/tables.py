@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy.orm import relationship
+from sqlmodel import Field, Relationship, SQLModel
 
 
 def utcnow() -> datetime:
@@ -54,13 +55,47 @@ class ModelVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Job(SQLModel, table=True):
+    """A long action run as a subprocess: its lifecycle, whatever its kind."""
+
+    __tablename__ = "jobs"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # train | starter | ...
+    title: str = ""
+    # queued | starting | running | succeeded | failed | cancelled | interrupted
+    status: str = Field(default="queued", index=True)
+    command: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # Extra environment on top of os.environ and the settings' job_env.
+    env: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    cwd: str = ""
+    log_path: str = ""
+    progress_path: str | None = None
+    result_path: str | None = None
+    # Exclusive resources it holds while active ("gpu:0,gpu:1", "cpu"; "" = none).
+    resources: str = ""
+    pid: int | None = None
+    # Process start time, so a reused pid is not mistaken for our process.
+    pid_started: float | None = None
+    returncode: int | None = None
+    cancel_requested: bool = False
+    # The last progress record's summary, kept once the job ended.
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # Kind-specific inputs of the finish step (e.g. where to move the output).
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class Run(SQLModel, table=True):
+    """A training run: what was asked and what it produced. Its lifecycle is its job's."""
+
     __tablename__ = "runs"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
     stage: str  # pt | sft | dpo | kto
-    # queued | running | succeeded | failed | cancelled | interrupted
-    status: str = "queued"
     model_id: int = Field(foreign_key="models.id")
     dataset_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON))
     recipe: str | None = None
@@ -68,21 +103,34 @@ class Run(SQLModel, table=True):
     request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     # The exact LLaMA-Factory YAML, as written to config.yaml.
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    # Extra environment for the trainer (CUDA_VISIBLE_DEVICES, FORCE_TORCHRUN, ...).
-    env: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
-    # GPU indexes the run holds ("" = CPU); runs sharing a GPU never overlap.
-    gpus: str = ""
     output_dir: str
-    pid: int | None = None
-    # Process start time, so a reused pid is not mistaken for our trainer.
-    pid_started: float | None = None
-    returncode: int | None = None
-    error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     output_model_id: int | None = None
+    job_id: int | None = Field(default=None, foreign_key="jobs.id")
+    job: Job | None = Relationship(sa_relationship=relationship("Job", lazy="joined"))
     created_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+
+    # The lifecycle, read through the job (a run always has one once it is stored).
+    @property
+    def status(self) -> str:
+        return self.job.status if self.job else "created"
+
+    @property
+    def error(self) -> str | None:
+        return self.job.error if self.job else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.job.returncode if self.job else None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.job.env if self.job else {}
+
+    @property
+    def gpus(self) -> str:
+        held = (self.job.resources if self.job else "").split(",")
+        return ",".join(r.removeprefix("gpu:") for r in held if r.startswith("gpu:"))
 
 
 class Battle(SQLModel, table=True):

@@ -8,10 +8,13 @@ Imports torch and llamafactory; call it off the request path.
 from __future__ import annotations
 
 import tempfile
+from typing import TYPE_CHECKING
 
-from app.tables import Dataset, ModelVersion
-from app.training import LF_STAGE
-from app.workbench import Workbench
+from app.core.tables import Dataset, ModelVersion
+from app.train.training import LF_STAGE
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 # LLaMA-Factory's data pipeline names the preference stage "rm".
 _DATA_STAGE = {"pt": "pt", "sft": "sft", "dpo": "rm", "kto": "kto"}

@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import ollama
 
-# Finish is re-exported, not redefined: the arena tells text from the end marker with isinstance.
-from app.chat_engines import Finish, GenSettings
-from app.errors import EngineError
+from app.core.errors import EngineError
+from app.inference.generation import Finish, GenSettings
 
 __all__ = ["Finish", "OllamaEngine", "OpenAIEngine", "list_ollama_models", "list_openai_models"]
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_HOME = Path(__file__).resolve().parent.parent / "storage"
+DEFAULT_HOME = Path(__file__).resolve().parents[2] / "storage"
 
 
 def parse_auth(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -81,3 +81,8 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Folders of jobs that are not training runs (builds, exports, ...)."""
+        return self.home / "jobs"

@@ -16,15 +16,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from app.errors import Conflict, InvalidInput, NotFound, RateLimited
-from app.settings import Settings
-from app.tables import VoterAccount, VoterInvite
-from app.workbench import Workbench
+from app.core.errors import Conflict, InvalidInput, NotFound, RateLimited
+from app.core.settings import Settings
+from app.core.tables import VoterAccount, VoterInvite
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 PBKDF2_ITERATIONS = 100_000
 SALT_BYTES = 16
@@ -266,3 +269,8 @@ class VoterLimits:
             raise InvalidInput(
                 f"this battle has reached its limit of {self.max_turns} turns; start a new battle"
             )
+
+
+def voter_limits(wb: Workbench) -> VoterLimits:
+    """The workbench's one set of voter budgets (shared by the UI, the voter app and the API)."""
+    return wb.service(VoterLimits, lambda w: VoterLimits(w.settings))

@@ -9,15 +9,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlmodel import select
 
-from app.datasets import prepare_rows, register_rows
-from app.errors import InvalidInput
-from app.tables import Dataset, ModelVersion
-from app.workbench import Workbench
+from app.core.errors import InvalidInput
+from app.core.tables import Dataset, ModelVersion
+from app.data.datasets import prepare_rows, register_rows
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 
 @dataclass
@@ -215,7 +217,7 @@ def live_counts(wb: Workbench) -> dict[str, int]:
 def suggest_dpo_training(wb: Workbench, dataset_id: int, model_id: int | None = None) -> dict[str, Any]:
     """Pre-fill for "Train DPO on these votes": base = the chosen model, else the current
     leader, else the newest local model."""
-    from app.leaderboard import leader
+    from app.arena.leaderboard import leader
 
     if model_id is None:
         best = leader(wb)

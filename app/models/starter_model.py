@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class StarterSpec:
 
 
 def default_corpus_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "starter_corpus.txt"
+    return Path(__file__).resolve().parents[2] / "data" / "starter_corpus.txt"
 
 
 def _train_tokenizer(lines: list[str], vocab_size: int, out_dir: Path) -> None:
@@ -89,7 +90,8 @@ def _train_tokenizer(lines: list[str], vocab_size: int, out_dir: Path) -> None:
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
-def _pretrain(model, tokenizer, lines: list[str], steps: int, seed: int) -> float:
+def _pretrain(model, tokenizer, lines: list[str], steps: int, seed: int,
+              on_step: Callable[[int, int, float], None] | None = None) -> float:
     """A short causal-LM warm-up on the corpus so the starter model says real words."""
     import torch
 
@@ -100,7 +102,7 @@ def _pretrain(model, tokenizer, lines: list[str], steps: int, seed: int) -> floa
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     loss_value = float("nan")
-    for _ in range(steps):
+    for step in range(steps):
         batch = rng.sample(ids, k=min(16, len(ids)))
         width = min(max(len(x) for x in batch), 128)
         input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
@@ -115,14 +117,18 @@ def _pretrain(model, tokenizer, lines: list[str], steps: int, seed: int) -> floa
         opt.step()
         opt.zero_grad()
         loss_value = float(loss.item())
+        if on_step is not None:
+            on_step(step + 1, steps, loss_value)
     model.eval()
     return loss_value
 
 
 def build_starter_model(
-    out_dir: Path, spec: StarterSpec | None = None, corpus_path: Path | None = None
+    out_dir: Path, spec: StarterSpec | None = None, corpus_path: Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> dict:
-    """Write a tokenizer and a small warmed-up Llama model to ``out_dir``.
+    """Write a tokenizer and a small warmed-up Llama model to ``out_dir``;
+    ``on_step(step, steps, loss)`` follows the warm-up.
 
     Returns a summary (parameter count, final warm-up loss, spec) that is also
     saved as ``forgeloop_starter.json`` beside the weights.
@@ -155,7 +161,7 @@ def build_starter_model(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    loss = _pretrain(model, tokenizer, lines, spec.pretrain_steps, spec.seed)
+    loss = _pretrain(model, tokenizer, lines, spec.pretrain_steps, spec.seed, on_step)
     model.save_pretrained(out_dir, safe_serialization=True)
     summary = {
         "params": sum(p.numel() for p in model.parameters()),

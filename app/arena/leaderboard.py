@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import text
 from sqlmodel import select
 
-from app import ratings
-from app.tables import Battle, BattleTurn, ModelVersion, Vote
-from app.workbench import Workbench
+from app.arena import ratings
+from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 PRIOR_VOTES = 1.0
 
@@ -77,26 +80,31 @@ def compute(
 
 
 class LeaderboardCache:
-    """The latest leaderboard, recomputed only after new votes. Lives on the workbench."""
+    """The latest leaderboard, recomputed only when the votes or the arena's models changed.
+
+    A cheap fingerprint query (vote count, newest vote, the models in the arena) tells
+    whether the cached view is stale, so no writer anywhere has to remember to invalidate it.
+    """
 
     def __init__(self, wb: Workbench) -> None:
         self._wb = wb
         self._lock = threading.Lock()
-        self._version = 0
-        self._cached: tuple[int, LeaderboardView] | None = None
+        self._cached: tuple[tuple, LeaderboardView] | None = None
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._version += 1
+    def _fingerprint(self) -> tuple:
+        with self._wb.engine.connect() as conn:
+            votes = conn.execute(text("SELECT count(*), max(id) FROM votes")).one()
+            arena = conn.execute(text("SELECT id, name FROM models WHERE in_arena ORDER BY id")).all()
+        return tuple(votes), tuple(map(tuple, arena))
 
     def get(self, rounds: int = 200) -> LeaderboardView:
+        key = (self._fingerprint(), rounds)
         with self._lock:
-            version = self._version
-            if self._cached is not None and self._cached[0] == version:
+            if self._cached is not None and self._cached[0] == key:
                 return self._cached[1]
         view = compute(self._wb, rounds=rounds)
         with self._lock:
-            self._cached = (version, view)
+            self._cached = (key, view)
         return view
 
     def widths(self, model_ids: list[int]) -> list[float] | None:
@@ -111,9 +119,13 @@ class LeaderboardCache:
         return widths if any(np.isfinite(w) for w in widths) else None
 
 
+def leaderboard_cache(wb: Workbench) -> LeaderboardCache:
+    return wb.service(LeaderboardCache)
+
+
 def leader(wb: Workbench, local_only: bool = True) -> ModelVersion | None:
     """The best-rated arena model (local ones only by default: they can be trained)."""
-    view = wb.leaderboard.get()
+    view = leaderboard_cache(wb).get()
     with wb.session() as s:
         by_name = {m.name: m for m in s.exec(select(ModelVersion))}
     for row in view.table.itertuples():

@@ -13,48 +13,18 @@ import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.errors import EngineError, InvalidInput
-from app.registry import check_model_files
-from app.tables import ModelVersion
+from app.core.errors import EngineError
+from app.core.tables import ModelVersion
+from app.inference.generation import Finish, GenSettings
+from app.models.registry import check_model_files
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 REMOTE_KINDS = ("ollama", "openai")
-
-
-@dataclass(frozen=True)
-class GenSettings:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    system_prompt: str = ""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.temperature <= 2:
-            raise InvalidInput("temperature must be between 0 and 2")
-        if not 0 < self.top_p <= 1:
-            raise InvalidInput("top_p must be in (0, 1]")
-        if not 1 <= self.max_new_tokens <= 8192:
-            raise InvalidInput("max new tokens must be between 1 and 8192")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def sampling_kwargs(self) -> dict[str, Any]:
-        do_sample = self.temperature > 0
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": do_sample}
-        if do_sample:
-            kw.update(temperature=self.temperature, top_p=self.top_p)
-        return kw
-
-
-@dataclass(frozen=True)
-class Finish:
-    """Last item of every stream: why generation stopped."""
-
-    reason: str  # stop | length | error
 
 
 def estimate_bytes(mv: ModelVersion) -> int:
@@ -142,7 +112,7 @@ class ChatCache:
 
     @staticmethod
     def _remote(mv: ModelVersion):
-        from app.remote_engines import OllamaEngine, OpenAIEngine
+        from app.inference.remote_engines import OllamaEngine, OpenAIEngine
 
         endpoint = (mv.meta or {}).get("endpoint")
         if not endpoint:
@@ -161,6 +131,9 @@ class ChatCache:
             engine.close()
         return engine is not None
 
+    def close(self) -> None:
+        self.clear()
+
     def clear(self) -> None:
         with self._lock:
             engines, self._models = list(self._models.values()), OrderedDict()
@@ -175,3 +148,9 @@ class ChatCache:
 
     def complete(self, mv: ModelVersion, messages: list[dict[str, str]], gen: GenSettings) -> str:
         return "".join(self.stream(mv, messages, gen))
+
+
+def chat_cache(wb: Workbench) -> ChatCache:
+    """The workbench's cache of loaded chat models."""
+    s = wb.settings
+    return wb.service(ChatCache, lambda _: ChatCache(s.chat_cache_models, s.chat_cache_gib * 2**30))

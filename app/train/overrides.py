@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 # LLaMA-Factory 0.9.5 training keys a user may set (tests check each still exists there).
 ALLOWED_KEYS = frozenset({

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from app.errors import Conflict, InvalidInput, NotFound
-from app.tables import Dataset, ModelVersion, Run
-from app.workbench import Workbench
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
+from app.core.tables import Dataset, Job, ModelVersion, Run
+from app.models.starter_model import STARTER_TEMPLATE
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+    from app.models.starter_model import StarterSpec
 
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STARTER_NAME = "starter-tiny"
@@ -73,31 +80,54 @@ def register_base_model(
     return mv
 
 
-def create_starter_model(wb: Workbench, name: str = STARTER_NAME, spec=None) -> ModelVersion:
-    """Build the tiny starter model under storage/models and register it as a base."""
-    from app.starter_model import STARTER_TEMPLATE, build_starter_model
+def start_starter_build(wb: Workbench, name: str = STARTER_NAME, spec: StarterSpec | None = None) -> Job:
+    """Queue a job that builds the tiny starter model; its finish step registers it."""
+    from app.models.starter_model import StarterSpec
 
     with wb.session() as s:
         _check_name(s, name)
-    out = wb.settings.models_dir / name
-    if out.exists():
-        shutil.rmtree(out)  # a leftover from an interrupted build, never registered
-    tmp = out.with_name(f".{name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    summary = build_starter_model(tmp, spec)
-    tmp.rename(out)
-    with wb.session() as s:
-        mv = ModelVersion(
-            name=name,
-            kind="base",
-            base_path=str(out),
-            template=STARTER_TEMPLATE,
-            meta={"starter": summary},
-        )
+    folder = wb.settings.jobs_dir / f"starter-{name}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    job_spec = JobSpec(
+        command=python_command("app.models.starter_job", str(folder / "model"),
+                               json.dumps(asdict(spec or StarterSpec()))),
+        cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
+        result_path=folder / "result.json", title=f"build {name}",
+        params={"name": name, "target": str(wb.settings.models_dir / name)},
+    )
+    return wb.jobs.submit(STARTER, job_spec)
+
+
+def finish_starter(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
+    """Move the built model into storage/models and register it, or leave nothing."""
+    default_finish(wb, s, job, outcome)
+    built = Path(job.cwd) / "model"
+    if job.status == "succeeded":
+        name, target = job.params["name"], Path(job.params["target"])
+        _check_name(s, name)  # taken while the build ran: fail rather than overwrite
+        if target.exists():
+            shutil.rmtree(target)  # a leftover from an interrupted build, never registered
+        mv = ModelVersion(name=name, kind="base", base_path=str(target), template=STARTER_TEMPLATE,
+                          meta={"starter": job.result})
         s.add(mv)
-        s.commit()
-        s.refresh(mv)
-    return mv
+        s.flush()
+        built.rename(target)
+        job.result = {**job.result, "model_id": mv.id}
+    else:
+        shutil.rmtree(built, ignore_errors=True)
+
+
+STARTER = "starter"
+STARTER_KIND = JobKind(STARTER, finish=finish_starter)
+
+
+def create_starter_model(wb: Workbench, name: str = STARTER_NAME, spec: StarterSpec | None = None,
+                         timeout: float = 900.0) -> ModelVersion:
+    """Build and register the starter model, waiting for the job (scripts and tests)."""
+    job = wb.jobs.wait(start_starter_build(wb, name, spec).id, timeout)
+    if job.status != "succeeded":
+        raise InvalidInput(f"building the starter model {job.status}: {job.error}")
+    return get_model(wb, job.result["model_id"])
 
 
 def list_models(wb: Workbench) -> list[ModelVersion]:
@@ -179,13 +209,12 @@ def set_in_arena(wb: Workbench, model_id: int, in_arena: bool) -> ModelVersion:
         s.add(mv)
         s.commit()
         s.refresh(mv)
-    wb.leaderboard.invalidate()
     return mv
 
 
 def delete_model(wb: Workbench, model_id: int) -> None:
     """Forget a model that nothing depends on (no children, runs or battles)."""
-    from app.tables import Battle
+    from app.core.tables import Battle
 
     with wb.session() as s:
         mv = s.get(ModelVersion, model_id)

@@ -10,13 +10,15 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import select
 
-from app.errors import Conflict, InvalidInput, NotFound
-from app.tables import Dataset
-from app.workbench import Workbench
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.tables import Dataset
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 # Which formats each training kind accepts.
 KIND_FORMATS = {

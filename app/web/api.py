@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
-from app import training
-from app.errors import Conflict, ForgeloopError, InvalidInput, NotFound, RateLimited
-from app.workbench import Workbench
+from app.core.errors import Conflict, ForgeloopError, InvalidInput, NotFound, RateLimited
+from app.train import training
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 DEFAULT_RECIPES = {"cpt": "cpt_lora", "sft": "sft_lora", "dpo": "dpo_lora", "kto": "kto_lora"}
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, RateLimited: 429}
@@ -95,7 +97,7 @@ def training_router(wb: Workbench) -> APIRouter:
     @r.post("/runs/{run_id}/cancel")
     def cancel(run_id: int):
         try:
-            return run_json(wb.jobs.cancel(run_id))
+            return run_json(training.cancel_run(wb, run_id))
         except ForgeloopError as e:
             return error_response(e)
 
@@ -114,7 +116,7 @@ def training_router(wb: Workbench) -> APIRouter:
             run = training.get_run(wb, run_id)
         except ForgeloopError as e:
             return error_response(e)
-        return {"run_id": run_id, "records": wb.jobs.progress(run).records}
+        return {"run_id": run_id, "records": wb.jobs.progress(run.job).records}
 
     return r
 
@@ -136,8 +138,12 @@ class FeedbackBody(BaseModel):
 
 def arena_router(wb: Workbench, user_of) -> APIRouter:
     """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
-    from app import arena, leaderboard, registry
-    from app.chat_engines import Finish, GenSettings
+    from app.arena import battles, leaderboard
+    from app.arena.leaderboard import leaderboard_cache
+    from app.arena.voters import voter_limits
+    from app.inference.chat_engines import chat_cache
+    from app.inference.generation import Finish, GenSettings
+    from app.models import registry
 
     r = APIRouter(prefix="/api")
 
@@ -145,14 +151,14 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     def predict(body: PredictBody, request: Request):
         try:
             user = user_of(request)
-            wb.voter_limits.messages.check(user)
+            voter_limits(wb).messages.check(user)
             if not body.messages or body.messages[-1].get("role") != "user":
                 raise InvalidInput("messages must end with a user message")
-            wb.voter_limits.check_prompt(body.messages[-1].get("content", ""), 0)
+            voter_limits(wb).check_prompt(body.messages[-1].get("content", ""), 0)
             gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt)
             mv = registry.get_model(wb, body.model_id)
             pieces, finish = [], "stop"
-            for piece in wb.chat.engine(mv).stream(body.messages, gen):
+            for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
                 if isinstance(piece, Finish):
                     finish = piece.reason
                 else:
@@ -166,11 +172,11 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     vote_threads = anyio.CapacityLimiter(4)
 
     def record(body: FeedbackBody, user: str) -> dict[str, Any]:
-        wb.voter_limits.votes.check(user)
+        voter_limits(wb).votes.check(user)
         try:
-            v = arena.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
+            v = battles.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
         except ForgeloopError:
-            wb.voter_limits.votes.refund(user)  # a refused vote costs no budget
+            voter_limits(wb).votes.refund(user)  # a refused vote costs no budget
             raise
         return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
                 "voter": v.voter, "flags": v.flags}
@@ -187,14 +193,14 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
         if both_bad not in ("tie", "drop"):
             return error_response(InvalidInput("both_bad is tie or drop"))
         view = (leaderboard.compute(wb, include_flagged=include_flagged, both_bad=both_bad)
-                if include_flagged or both_bad != "tie" else wb.leaderboard.get())
+                if include_flagged or both_bad != "tie" else leaderboard_cache(wb).get())
         return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
                           "position_bias": view.position, "length_bias": view.length,
                           "separation": view.separation})
 
     @r.get("/battles")
-    def battles(limit: int = 100, offset: int = 0):
-        return arena.list_battles(wb, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+    def battle_list(limit: int = 100, offset: int = 0):
+        return battles.list_battles(wb, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
 
     return r
 

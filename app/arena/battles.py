@@ -13,17 +13,21 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app.chat_engines import Finish, GenSettings
-from app.errors import Conflict, InvalidInput, NotFound
-from app.registry import get_model, list_models
-from app.tables import Battle, BattleTurn, ModelVersion, Vote
-from app.workbench import Workbench
+from app.arena.leaderboard import leaderboard_cache
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
+from app.inference.chat_engines import chat_cache
+from app.inference.generation import Finish, GenSettings
+from app.models.registry import get_model, list_models
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
 
 CHOICES = ("a", "b", "tie", "both_bad")
 # Names whose appearance in an answer can tell a voter which model wrote it.
@@ -51,7 +55,7 @@ def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
 def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, int]:
     """Pick two different arena models, favouring pairs with few votes and wide
     intervals; the sides are shuffled."""
-    from app.ratings import sampling_weights
+    from app.arena.ratings import sampling_weights
 
     rng = rng or random.Random()
     models = arena_models(wb)
@@ -60,7 +64,7 @@ def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, i
     ids = [m.id for m in models]
     pos = {mid: i for i, mid in enumerate(ids)}
     counts = {(pos[a], pos[b]): n for (a, b), n in pair_vote_counts(wb).items() if a in pos and b in pos}
-    widths = wb.leaderboard.widths(ids)
+    widths = leaderboard_cache(wb).widths(ids)
     weights = sampling_weights(len(ids), counts, widths)
     pairs, probs = zip(*weights.items(), strict=True)
     i, j = rng.choices(pairs, weights=probs, k=1)[0]
@@ -150,7 +154,7 @@ def _generate(wb: Workbench, mv: ModelVersion, messages: list[dict], gen: GenSet
     start = time.perf_counter()
     first, pieces, finish, error = None, 0, "stop", None
     try:
-        for piece in wb.chat.engine(mv).stream(messages, gen):
+        for piece in chat_cache(wb).engine(mv).stream(messages, gen):
             if isinstance(piece, Finish):
                 finish = piece.reason
                 continue
@@ -286,7 +290,6 @@ def vote(
     row = Vote(battle_id=battle_id, turn=target.turn, choice=choice, voter=voter,
                flags=quality_flags(target, names))
     _insert_once(wb, row, f"turn {target.turn} of battle {battle_id} already has a vote")
-    wb.leaderboard.invalidate()
     return row
 
 

@@ -1,0 +1,18 @@
+"""Assemble a workbench with every job kind registered: the one place that knows them all.
+
+`launch.py`, the benchmarks and the tests open their workbench here.
+"""
+
+from __future__ import annotations
+
+from app.core.jobs import JobKind
+from app.core.settings import Settings
+from app.core.workbench import Workbench
+from app.models.registry import STARTER_KIND
+from app.train.training import TRAIN_KIND
+
+JOB_KINDS: tuple[JobKind, ...] = (TRAIN_KIND, STARTER_KIND)
+
+
+def open_workbench(settings: Settings, start_jobs: bool = True) -> Workbench:
+    return Workbench(settings, kinds=JOB_KINDS, start_jobs=start_jobs)
