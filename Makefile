@@ -43,6 +43,7 @@ test: install-dev browser
 
 lint: install-dev
 	$(PY) -m ruff check app tabs tests bench launch.py
+	$(VENV)/bin/lint-imports
 
 bench: install-dev
 	$(PY) bench/startup.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import inspect
 from collections.abc import Callable
 from functools import wraps
 
@@ -22,7 +24,18 @@ def dataset_choices(wb: Workbench, kind: str | None = None) -> list[tuple[str, i
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Show a ForgeloopError as a Gradio error message instead of a stack trace."""
+    """Show a ForgeloopError as a Gradio error message instead of a stack trace
+    (generators too: Gradio must still see a generator function to stream it)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ForgeloopError as e:
+                raise gr.Error(str(e)) from e
+
+        return streaming
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -32,3 +45,18 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(e)) from e
 
     return wrapper
+
+
+def progress_html(view: dict) -> str:
+    """The live progress bar of any job view (``JobRunner.view``, ``training.run_view``)."""
+    pct = max(0.0, min(100.0, view["percent"]))
+    eta = f" · ETA {view['eta']}" if view["status"] == "running" and view["eta"] else ""
+    name = html.escape(str(view.get("name") or view.get("title") or f"job {view.get('job_id')}"))
+    return (
+        f"<div class='fl-progress' data-status='{view['status']}'>"
+        f"<b>{name}</b> — <span class='fl-status'>{view['status']}</span> · "
+        f"step {view['step']}/{view['total_steps']} · {pct:.0f}%{eta}"
+        f"<div style='background:#ddd;border-radius:4px;height:14px'>"
+        f"<div style='background:#4a7;width:{pct:.1f}%;height:14px;border-radius:4px'></div>"
+        f"</div></div>"
+    )

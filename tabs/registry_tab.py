@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import pandas as pd
 
+from app.core.jobs import FINISHED
 from app.core.workbench import Workbench
 from app.inference.chat_engines import chat_cache
 from app.models import registry
-from tabs.common import model_choices, user_errors
+from tabs.common import model_choices, progress_html, user_errors
 
 
 def models_frame(wb: Workbench) -> pd.DataFrame:
@@ -47,10 +50,11 @@ def build(wb: Workbench) -> gr.Tab:
         with gr.Group(visible=empty) as starter_box:
             gr.Markdown(
                 "**No models yet.** Create the tiny starter model (trained here on the "
-                "corpus in `data/`, about 10 s on a CPU) to try every tab, or register "
-                "your own base model below."
+                "corpus in `data/`; seconds to a few minutes on a CPU, it runs as a background "
+                "job) to try every tab, or register your own base model below."
             )
             starter = gr.Button("Create starter model", variant="primary")
+            starter_progress = gr.HTML()
         with gr.Row():
             name = gr.Textbox(label="Name", placeholder="qwen2.5-0.5b")
             path = gr.Textbox(label="Local folder or Hub id", placeholder="/models/Qwen2.5-0.5B")
@@ -78,9 +82,20 @@ def build(wb: Workbench) -> gr.Tab:
 
         @user_errors
         def on_starter():
-            mv = registry.create_starter_model(wb)
-            return (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
-                    models_frame(wb), gr.update(visible=False))
+            """Queue the build and follow it; closing the tab does not stop the job."""
+            job = registry.start_starter_build(wb)
+            while True:
+                view = wb.jobs.view(wb.jobs.get(job.id))
+                if view["status"] in FINISHED:
+                    break
+                note = f"Building the starter model (job #{job.id})…"
+                yield note, gr.skip(), gr.skip(), progress_html(view)
+                time.sleep(0.5)
+            if view["status"] != "succeeded":
+                raise gr.Error(f"building the starter model {view['status']}: {view['error']}")
+            mv = registry.get_model(wb, view["result"]["model_id"])
+            yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
+                   models_frame(wb), gr.update(visible=False), progress_html(view))
 
         @user_errors
         def on_add(n, p, t):
@@ -118,7 +133,8 @@ def build(wb: Workbench) -> gr.Tab:
         arena_off.click(lambda i: on_arena(i, False), target, [status, table], api_name="arena_off")
         unload.click(on_unload, target, [status, table], api_name="unload_model")
         delete.click(on_delete, target, [status, table], api_name="delete_model")
-        starter.click(on_starter, None, [status, table, starter_box], api_name="create_starter")
+        starter.click(on_starter, None, [status, table, starter_box, starter_progress],
+                      api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),

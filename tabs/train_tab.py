@@ -11,7 +11,7 @@ import yaml
 from app.core.workbench import Workbench
 from app.train import training
 from app.train.overrides import parse_advanced
-from tabs.common import dataset_choices, model_choices, user_errors
+from tabs.common import dataset_choices, model_choices, progress_html, user_errors
 
 RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
 # Form fields mapped onto LLaMA-Factory keys; the recipe's value is the default.
@@ -40,19 +40,6 @@ def run_choices(wb: Workbench) -> list[tuple[str, int]]:
 
 def gpu_choices(wb: Workbench) -> list[tuple[str, int]]:
     return [(g.label, g.index) for g in wb.hardware().gpus]
-
-
-def progress_html(view: dict) -> str:
-    pct = max(0.0, min(100.0, view["percent"]))
-    eta = f" · ETA {view['eta']}" if view["status"] == "running" and view["eta"] else ""
-    return (
-        f"<div class='fl-progress' data-status='{view['status']}'>"
-        f"<b>{view['name']}</b> — <span class='fl-status'>{view['status']}</span> · "
-        f"step {view['step']}/{view['total_steps']} · {pct:.0f}%{eta}"
-        f"<div style='background:#ddd;border-radius:4px;height:14px'>"
-        f"<div style='background:#4a7;width:{pct:.1f}%;height:14px;border-radius:4px'></div>"
-        f"</div></div>"
-    )
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The job runner around real llamafactory-cli subprocesses: conflicts, failures, restarts."""
+"""Training jobs around real llamafactory-cli subprocesses: the run folder, conflicts, failures.
+(The runner's lifecycle is tested with a fake trainer in test_job_runner.py.)"""
 
 import json
 import shutil
@@ -11,7 +12,7 @@ from app.core.tables import ModelVersion, Run
 from app.data import datasets
 from app.models import registry
 from app.train import training
-from tests.conftest import FAST, ROOT, make_workbench
+from tests.conftest import FAST, ROOT
 
 
 @pytest.fixture
@@ -19,6 +20,7 @@ def sft_data(wb):
     return datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
 
 
+@pytest.mark.slow
 def test_run_folder_has_exact_yaml_and_snapshot(wb, starter, sft_data):
     run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sft_data.id],
                                                        name="r1", overrides=FAST))
@@ -28,13 +30,13 @@ def test_run_folder_has_exact_yaml_and_snapshot(wb, starter, sft_data):
     assert snap["model"]["base"] == starter.base_path
     # A second start of the same job, while it is queued or running, is refused.
     with pytest.raises(Conflict, match="already"):
-        wb.jobs.submit(run.id)
+        wb.jobs.requeue(run.job_id)
     with pytest.raises(Conflict, match="already exists"):
         training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sft_data.id], name="r1"))
     done = training.wait_run(wb, run.id, timeout=600)
     assert done.status == "succeeded", done.error
     with pytest.raises(Conflict, match="already finished"):
-        wb.jobs.submit(run.id)
+        wb.jobs.requeue(run.job_id)
     view = training.run_view(wb, run.id)
     assert view["percent"] == 100.0 and view["points"][0]["series"] == "loss"
     assert view["command"].endswith("r1/config.yaml")
@@ -60,6 +62,7 @@ def test_bad_requests_are_refused_before_anything_runs(wb, starter, sft_data, tm
     assert list(wb.settings.runs_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_failed_trainer_shows_error_and_registers_nothing(wb, starter_dir, sft_data, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(starter_dir, broken)
@@ -73,20 +76,3 @@ def test_failed_trainer_shows_error_and_registers_nothing(wb, starter_dir, sft_d
     assert len(run.error.splitlines()) > 3  # carries the log tail
     with wb.session() as s:
         assert [m.name for m in s.exec(select(ModelVersion))] == ["broken"]
-
-
-def test_restart_marks_dead_running_jobs_interrupted(tmp_path, starter_dir):
-    home = tmp_path / "home"
-    wb = make_workbench(home)
-    model = registry.register_base_model(wb, "starter", str(starter_dir))
-    with wb.session() as s:
-        s.add(Run(name="ghost", stage="sft", status="running", model_id=model.id,
-                  output_dir=str(home / "runs/ghost/output"), pid=2**22 + 12345))
-        s.commit()
-    wb.close()
-    wb2 = make_workbench(home)  # start-up reconciles
-    try:
-        run = training.wait_run(wb2, 1, timeout=5)
-        assert run.status == "interrupted" and "not running" in run.error
-    finally:
-        wb2.close()

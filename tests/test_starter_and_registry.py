@@ -80,3 +80,36 @@ def test_create_starter_model_registers_a_base(wb):
     assert mv.meta["starter"]["params"] > 10_000
     with pytest.raises(Conflict):
         registry.create_starter_model(wb, spec=StarterSpec(pretrain_steps=5))
+
+
+def test_the_starter_build_is_a_job_and_a_failed_build_leaves_nothing(wb):
+    from app.models.starter_model import StarterSpec
+
+    job = wb.jobs.wait(registry.start_starter_build(wb, "s1", StarterSpec(pretrain_steps=20)).id, 300)
+    assert job.kind == "starter" and job.status == "succeeded", job.error
+    view = wb.jobs.view(job)
+    assert view["total_steps"] == 20 and view["percent"] == 100.0 and job.progress["final_loss"] > 0
+    assert registry.get_model(wb, job.result["model_id"]).name == "s1"
+    # sentencepiece refuses a vocabulary this small: the process fails, nothing is registered.
+    bad = wb.jobs.wait(registry.start_starter_build(wb, "s2", StarterSpec(vocab_size=5)).id, 300)
+    assert bad.status == "failed" and "exited with code" in bad.error
+    assert [m.name for m in registry.list_models(wb)] == ["s1"]
+    assert not (wb.settings.models_dir / "s2").exists() and not (Path(bad.cwd) / "model").exists()
+
+
+def test_the_registry_tab_builds_the_starter_through_its_api_endpoint(tmp_path):
+    from gradio_client import Client
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread
+
+    server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    try:
+        with ServerThread(server) as srv:
+            message, *_ = Client(srv.url, verbose=False).predict(api_name="/create_starter")
+        assert message.startswith("Created **starter-tiny**")
+        (job,) = wb.jobs.list(kind="starter")
+        assert job.status == "succeeded" and registry.get_model(wb, job.result["model_id"]).kind == "base"
+    finally:
+        wb.close()

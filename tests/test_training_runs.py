@@ -35,7 +35,7 @@ def wait_for_step(wb, run_id, step, timeout=120):
         tail.poll()
         if tail.last and tail.last.get("current_steps", 0) >= step:
             return run
-        assert run.status in ("queued", "running"), run.error
+        assert run.status in ("queued", "starting", "running"), run.error
         time.sleep(0.1)
     raise TimeoutError(f"run {run_id} did not reach step {step}")
 
@@ -103,7 +103,7 @@ def test_kill_minus_nine_marks_run_interrupted(wb, starter):
     run = training.start_run(wb, training.TrainRequest("sft_lora", starter.id, [sample(wb).id],
                                                        overrides=LONG))
     run = wait_for_step(wb, run.id, 2)
-    os.kill(run.pid, signal.SIGKILL)
+    os.kill(run.job.pid, signal.SIGKILL)
     run = training.wait_run(wb, run.id, 60)
     assert run.status == "interrupted" and "signal 9" in run.error
     assert run.output_model_id is None
@@ -139,7 +139,7 @@ def test_queue_runs_jobs_one_after_the_other(wb, starter):
     assert training.get_run(wb, second.id).status == "queued"
     first, second = training.wait_run(wb, first.id, 600), training.wait_run(wb, second.id, 600)
     assert first.status == second.status == "succeeded"
-    assert second.started_at >= first.finished_at
+    assert second.job.started_at >= first.job.finished_at
     # Re-run with edits makes a new run from the old request.
     third = training.rerun(wb, first.id, name="third", overrides={"lora_rank": 4})
     assert third.request["overrides"]["lora_rank"] == 4 and third.config["lora_rank"] == 4

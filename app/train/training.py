@@ -257,15 +257,19 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
         config=plan.config,
         output_dir=str(folder / "output"),
     )
-    spec = job_spec(folder, name, plan.env, plan.gpus)
     try:
-        with wb.session() as s:  # the run and its job appear together or not at all
-            run.job_id = wb.jobs.submit(TRAIN, spec, s).id
-            s.add(run)
-            s.commit()
+        return queue_run(wb, run, job_spec(folder, name, plan.env, plan.gpus))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def queue_run(wb: Workbench, run: Run, spec: JobSpec) -> Run:
+    """Store a run with its queued job: both appear together or not at all."""
+    with wb.session() as s:
+        run.job_id = wb.jobs.submit(TRAIN, spec, s).id
+        s.add(run)
+        s.commit()
     wb.jobs.poke()
     return get_run(wb, run.id)
 
