@@ -2,6 +2,7 @@
 by resource, cancel, kill -9, restart, resume, and submit/cancel/delete races. Each
 job is a real subprocess; none loads a model, so the whole file takes seconds."""
 
+import json
 import os
 import random
 import signal
@@ -139,11 +140,15 @@ def test_restart_settles_jobs_that_ended_while_the_app_was_down(tmp_path):
     done = fake_run(wb, base, "done-while-down", steps=40, delay=0.02, resources=frozenset())
     dead = fake_run(wb, base, "died-while-down", steps=1000, delay=0.02, resources=frozenset())
     alive = fake_run(wb, base, "still-alive", steps=150, delay=0.02, resources=frozenset())
+    failing = fake_run(wb, base, "failed-while-down", steps=30, delay=0.02, mode="fail",
+                       resources=frozenset())
     pids = {r.name: wait_until(lambda r=r: training.get_run(wb, r.id).job.pid, what="pid")
-            for r in (done, dead, alive)}
+            for r in (done, dead, alive, failing)}
     wb.close()  # the app goes away; the trainers keep going
     os.kill(pids["died-while-down"], signal.SIGKILL)
     wait_until(lambda: (Path(done.output_dir) / "all_results.json").is_file(), what="the finish")
+    log = Path(failing.output_dir).parent / "train.log"
+    wait_until(lambda: log.is_file() and "fake trainer failed" in log.read_text(), what="the failure")
     time.sleep(0.2)
     wb2 = make_workbench(home)  # start-up reconciles
     try:
@@ -152,6 +157,9 @@ def test_restart_settles_jobs_that_ended_while_the_app_was_down(tmp_path):
         assert finished.metrics["steps"] == 40
         died = training.get_run(wb2, dead.id)
         assert died.status == "interrupted" and "not running" in died.error
+        failed = training.get_run(wb2, failing.id)
+        assert failed.status == "failed" and "failed while Forgeloop was not running" in failed.error
+        assert "RuntimeError: the fake trainer failed" in failed.error
         assert training.get_run(wb2, alive.id).status == "running"  # re-attached
         reattached = training.wait_run(wb2, alive.id, 60)
         assert reattached.status == "succeeded" and reattached.output_model_id is not None
@@ -243,3 +251,31 @@ def test_the_scheduler_thread_survives_a_flood_of_threads_cancelling(wb, base):
     for r in runs:
         assert training.wait_run(wb, r.id, 30).status in ("cancelled", "succeeded")
     assert wb.jobs.alive()
+
+
+def checkpoint(run: Run, step: int, last: int) -> None:
+    ckpt = Path(run.output_dir) / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": last}))
+
+
+def test_resume_forgets_the_steps_after_the_checkpoint_and_refuses_a_finished_one(wb, base):
+    run = fake_run(wb, base, "stopped", steps=200, delay=0.02)
+    wait_until(lambda: training.run_view(wb, run.id)["step"] >= 6, what="step 6")
+    run = training.wait_run(wb, training.cancel_run(wb, run.id).id, 30)
+    checkpoint(run, 4, 200)
+    blocker = fake_run(wb, base, "blocker", steps=20, delay=0.05)  # holds the CPU: the resume waits
+    training.resume_run(wb, run.id)
+    steps = [json.loads(x)["current_steps"] for x in
+             (Path(run.output_dir) / TRAINER_LOG).read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert training.run_view(wb, run.id)["step"] == 4
+    assert training.wait_run(wb, blocker.id, 60).status == "succeeded"
+    training.wait_run(wb, run.id, 60)
+    done = fake_run(wb, base, "complete", steps=200, delay=0.02)
+    wait_until(lambda: training.run_view(wb, done.id)["step"] >= 2, what="step 2")
+    done = training.wait_run(wb, training.cancel_run(wb, done.id).id, 30)
+    checkpoint(done, 200, 200)
+    with pytest.raises(Conflict, match="already reached its last step"):
+        training.resume_run(wb, done.id)
+    assert training.get_run(wb, done.id).metrics == done.metrics

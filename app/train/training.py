@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.hardware import Hardware, precision
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish
-from app.core.progress_log import TRAINER_LOG, ProgressTail, summarise
+from app.core.progress_log import TRAINER_LOG, ProgressTail, log_tail, summarise
 from app.core.tables import Dataset, Job, ModelVersion, Run
 from app.models.registry import check_model_files, get_model
 from app.train.overrides import validate_overrides
@@ -304,6 +304,11 @@ def resume_run(wb: Workbench, run_id: int) -> Run:
     ckpt = newest_checkpoint(run)
     if ckpt is None:
         raise InvalidInput(f"run {run.name!r} saved no checkpoint to resume from; re-run it instead")
+    step, last = _checkpoint_steps(ckpt)
+    if last and step >= last:
+        raise Conflict(f"run {run.name!r} already reached its last step ({step}) in {ckpt.name}; "
+                       "nothing is left to train. Register that checkpoint as an adapter, or re-run.")
+    _drop_progress_after(Path(run.output_dir) / TRAINER_LOG, step)
     cfg = dict(run.config)
     cfg["resume_from_checkpoint"] = str(ckpt)
     _write_yaml(run_dir(run) / "config.yaml", cfg)
@@ -314,6 +319,34 @@ def resume_run(wb: Workbench, run_id: int) -> Run:
         s.commit()
     wb.jobs.requeue(run.job_id)
     return get_run(wb, run_id)
+
+
+def _checkpoint_steps(ckpt: Path) -> tuple[int, int | None]:
+    """(the checkpoint's step, the run's last step) from its trainer_state.json."""
+    step = int(ckpt.name.split("-")[-1])
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return step, None
+    return int(state.get("global_step", step)), state.get("max_steps")
+
+
+def _drop_progress_after(path: Path, step: int) -> None:
+    """The trainer appends to its log on resume: forget the steps after the checkpoint, which
+    will be trained again, so curves and metrics count each step once."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line from the stopped trainer
+        if record.get("current_steps", 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def rerun(wb: Workbench, run_id: int, name: str | None = None, **changes: Any) -> Run:
@@ -399,8 +432,13 @@ def finish_training(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> No
         job.status = "succeeded"
         run.output_model_id = _register_output(s, run, ft, wb.settings.auto_arena)
     elif rc is None and not outcome.cancelled:
-        job.status = "interrupted"
-        job.error = "the trainer stopped while Forgeloop was not running, before it finished"
+        log = log_tail(Path(job.log_path), 25)
+        if "Traceback (most recent call last)" in log or "Error:" in log:
+            job.status = "failed"
+            job.error = "the trainer failed while Forgeloop was not running\n" + log
+        else:
+            job.status = "interrupted"
+            job.error = "the trainer stopped while Forgeloop was not running, before it finished"
     elif rc == 0 and not outcome.cancelled:
         job.status = "failed"
         job.error = f"the trainer exited without saving a model in {out}"
