@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from app.arena import battles, preference_export, voters
-from app.arena.leaderboard import leaderboard_cache
+from app.arena.leaderboard import describe_exclusions, leaderboard_cache
 from app.arena.voters import voter_limits
 from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
@@ -216,16 +216,17 @@ def heatmap(frame: pd.DataFrame, title: str, fmt: str):
     return fig
 
 
-def leaderboard_outputs(wb: Workbench):
-    view = leaderboard_cache(wb).get()
+def leaderboard_outputs(wb: Workbench, include_named: bool = False):
+    view = leaderboard_cache(wb).get(include_named=bool(include_named))
     table = view.table.copy()
     for col in ("rating", "lower", "upper"):
         table[col] = table[col].round(0)
     pos, length = view.position, view.length
-    lines = [f"**{view.votes_used} valid votes.** Position bias: the left answer won "
+    lines = [f"**{view.votes_used} valid votes.** {describe_exclusions(view.excluded)}", "",
+             f"Position bias: the left answer won "
              f"{pos.get('left_win_rate', float('nan')):.0%} of {pos.get('n', 0)} decisive votes. "
              f"Length bias: the longer answer won {length.get('longer_win_rate', float('nan')):.0%} "
-             f"of {length.get('n', 0)}."]
+             f"of {length.get('n', 0)}.", ""]
     for sep in view.separation:
         need = sep["votes_needed"]
         lines.append(f"- {sep['better']} vs {sep['worse']}: gap {sep['gap']:.0f}; "
@@ -235,15 +236,18 @@ def leaderboard_outputs(wb: Workbench):
 
 
 def build_leaderboard(wb: Workbench) -> None:
-    refresh = gr.Button("Refresh leaderboard")
+    with gr.Row():
+        refresh = gr.Button("Refresh leaderboard", scale=3)
+        named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
     table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
                          interactive=False)
     notes = gr.Markdown()
     with gr.Row():
         wins = gr.Plot(label="Win rates")
         counts = gr.Plot(label="Battle counts")
-    refresh.click(lambda: leaderboard_outputs(wb), None, [table, wins, counts, notes],
-                  api_name="leaderboard")
+    outputs = [table, wins, counts, notes]
+    refresh.click(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name="leaderboard")
+    named.change(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name=False)
 
 
 def _date(text: str, end_of_day: bool = False) -> datetime | None:

@@ -24,7 +24,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
 from app.inference.chat_engines import chat_cache
 from app.inference.generation import Finish, GenSettings
-from app.models.registry import get_model, list_models
+from app.models.registry import get_model, list_models, weights_key
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -40,10 +40,12 @@ def arena_models(wb: Workbench) -> list[ModelVersion]:
 
 
 def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
-    """Votes per unordered model pair (by model id)."""
+    """Blind-battle votes per unordered model pair (by model id): the votes the default
+    leaderboard counts, whose intervals sampling tries to narrow."""
     with wb.session() as s:
         q = (select(Battle.model_a_id, Battle.model_b_id, func.count(Vote.id))
              .join(Vote, Vote.battle_id == Battle.id)
+             .where(Battle.mode == "anonymous")
              .group_by(Battle.model_a_id, Battle.model_b_id))
         counts: dict[tuple[int, int], int] = {}
         for a, b, n in s.exec(q):
@@ -53,8 +55,8 @@ def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
 
 
 def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, int]:
-    """Pick two different arena models, favouring pairs with few votes and wide
-    intervals; the sides are shuffled."""
+    """Pick two arena models with different weights, favouring pairs with few votes and wide
+    intervals (of the default, blind-only leaderboard); the sides are shuffled."""
     from app.arena.ratings import sampling_weights
 
     rng = rng or random.Random()
@@ -65,7 +67,12 @@ def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, i
     pos = {mid: i for i, mid in enumerate(ids)}
     counts = {(pos[a], pos[b]): n for (a, b), n in pair_vote_counts(wb).items() if a in pos and b in pos}
     widths = leaderboard_cache(wb).widths(ids)
-    weights = sampling_weights(len(ids), counts, widths)
+    keys = [weights_key(m) for m in models]
+    # A self-battle's vote never counts, so such pairs are not offered to voters.
+    weights = {p: w for p, w in sampling_weights(len(ids), counts, widths).items()
+               if keys[p[0]] != keys[p[1]]}
+    if not weights:
+        raise InvalidInput("the arena's models all share the same weights: add a different one")
     pairs, probs = zip(*weights.items(), strict=True)
     i, j = rng.choices(pairs, weights=probs, k=1)[0]
     a, b = ids[i], ids[j]

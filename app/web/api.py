@@ -138,7 +138,7 @@ class FeedbackBody(BaseModel):
 
 def arena_router(wb: Workbench, user_of) -> APIRouter:
     """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
-    from app.arena import battles, leaderboard
+    from app.arena import battles
     from app.arena.leaderboard import leaderboard_cache
     from app.arena.voters import voter_limits
     from app.inference.chat_engines import chat_cache
@@ -189,14 +189,14 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
             return error_response(e)
 
     @r.get("/leaderboard")
-    def board(include_flagged: bool = False, both_bad: str = "tie"):
+    def board(include_flagged: bool = False, both_bad: str = "tie", include_named: bool = False):
         if both_bad not in ("tie", "drop"):
             return error_response(InvalidInput("both_bad is tie or drop"))
-        view = (leaderboard.compute(wb, include_flagged=include_flagged, both_bad=both_bad)
-                if include_flagged or both_bad != "tie" else leaderboard_cache(wb).get())
+        view = leaderboard_cache(wb).get(include_named=include_named, include_flagged=include_flagged,
+                                         both_bad=both_bad)
         return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
                           "position_bias": view.position, "length_bias": view.length,
-                          "separation": view.separation})
+                          "separation": view.separation, "excluded": view.excluded})
 
     @r.get("/battles")
     def battle_list(limit: int = 100, offset: int = 0):
