@@ -140,7 +140,7 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
     from app.arena import battles
     from app.arena.leaderboard import leaderboard_cache
-    from app.arena.voters import voter_limits
+    from app.arena.voters import admit_message, admit_vote
     from app.inference.chat_engines import chat_cache
     from app.inference.generation import Finish, GenSettings
     from app.models import registry
@@ -150,19 +150,18 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     @r.post("/predict")
     def predict(body: PredictBody, request: Request):
         try:
-            user = user_of(request)
-            voter_limits(wb).messages.check(user)
             if not body.messages or body.messages[-1].get("role") != "user":
                 raise InvalidInput("messages must end with a user message")
-            voter_limits(wb).check_prompt(body.messages[-1].get("content", ""), 0)
             gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt)
             mv = registry.get_model(wb, body.model_id)
+            earlier = sum(m.get("role") == "user" for m in body.messages[:-1])
             pieces, finish = [], "stop"
-            for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
-                if isinstance(piece, Finish):
-                    finish = piece.reason
-                else:
-                    pieces.append(piece)
+            with admit_message(wb, user_of(request), body.messages[-1].get("content", ""), earlier):
+                for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
+                    if isinstance(piece, Finish):
+                        finish = piece.reason
+                    else:
+                        pieces.append(piece)
             return {"model_id": mv.id, "answer": "".join(pieces), "finish": finish,
                     "gen_settings": gen.as_dict()}
         except ForgeloopError as e:
@@ -172,12 +171,8 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     vote_threads = anyio.CapacityLimiter(4)
 
     def record(body: FeedbackBody, user: str) -> dict[str, Any]:
-        voter_limits(wb).votes.check(user)
-        try:
+        with admit_vote(wb, user):  # a refused vote costs no budget
             v = battles.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
-        except ForgeloopError:
-            voter_limits(wb).votes.refund(user)  # a refused vote costs no budget
-            raise
         return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
                 "voter": v.voter, "flags": v.flags}
 
