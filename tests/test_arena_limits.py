@@ -145,6 +145,8 @@ def test_the_voter_app_charges_only_answered_messages(servers):
     for text in ("one", "two"):  # the refusals above cost nothing
         ui_send(client, text)
         client.predict(api_name="/arena_vote_a")
+        with pytest.raises(Exception, match="already has a vote"):  # nor does a refused regenerate
+            client.predict(api_name="/arena_regenerate")
     assert TOO_MANY_SAYS in ui_error(client, "three")  # checked before charging: no charge either
     client.predict(api_name="/arena_new")
     assert "too many messages: try again in" in ui_error(client, "three")
