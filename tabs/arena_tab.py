@@ -10,8 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from app.arena import battles, preference_export, voters
-from app.arena.leaderboard import leaderboard_cache
-from app.arena.voters import voter_limits
+from app.arena.leaderboard import describe_exclusions, leaderboard_cache
 from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
@@ -94,16 +93,6 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
     status = gr.Markdown("Keys: **1** A better · **2** B better · **3** tie · **4** both bad · "
                          "**N** new battle")
 
-    def limits(request: gr.Request | None, prompt_text: str | None = None, index: int = 0) -> str:
-        who = voter_id(request)
-        if voter_mode:
-            if prompt_text is not None:
-                voter_limits(wb).messages.check(who)
-                voter_limits(wb).check_prompt(prompt_text, index)
-            else:
-                voter_limits(wb).votes.check(who)
-        return who
-
     def votes_off():
         return [gr.update(interactive=False)] * (len(buttons) + 1)
 
@@ -117,20 +106,22 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             yield (bid, chat_for(history, "a", live_a), chat_for(history, "b", live_b))
 
     def on_send(bid, mode_value, a, b, temp, tp, n_tokens, sys_prompt, text, edited, request: gr.Request):
+        who = voter_id(request)
         try:
-            index = len(battles.turns(wb, bid)) if bid is not None else 0
-            who = limits(request, text or "", index)
-            if bid is None:
-                # Voters get the arena's defaults, whatever a crafted request sends.
-                gen = GenSettings() if voter_mode else GenSettings(float(temp), float(tp), int(n_tokens),
-                                                                   sys_prompt or "")
-                ids = (None, None) if mode_value == "anonymous" else (a, b)
-                bid = battles.new_battle(wb, *ids, gen=gen, voter=who,
-                                       mode="anonymous" if voter_mode else mode_value).id
-            stream = battles.stream_turn(wb, bid, text, edited_answer=edited or None)
-            for state, ca, cb in streaming(bid, stream, (text or "").strip()):
-                yield (state, ca, cb, "", "Both models are answering…", gr.update(visible=False),
-                       *votes_off())
+            index = battles.next_turn(wb, bid) if bid is not None else 0
+            # Voters pay for messages; the checks and their wording are the same for everyone.
+            with voters.admit_message(wb, who, text, index, metered=voter_mode) as checked:
+                if bid is None:
+                    # Voters get the arena's defaults, whatever a crafted request sends.
+                    gen = GenSettings() if voter_mode else GenSettings(float(temp), float(tp), int(n_tokens),
+                                                                       sys_prompt or "")
+                    ids = (None, None) if mode_value == "anonymous" else (a, b)
+                    bid = battles.new_battle(wb, *ids, gen=gen, voter=who,
+                                           mode="anonymous" if voter_mode else mode_value).id
+                stream = battles.stream_turn(wb, bid, checked, edited_answer=edited or None)
+                for state, ca, cb in streaming(bid, stream, checked):
+                    yield (state, ca, cb, "", "Both models are answering…", gr.update(visible=False),
+                           *votes_off())
         except ForgeloopError as e:
             raise gr.Error(str(e)) from e
         done = [gr.update(interactive=True)] * (len(buttons) + 1)
@@ -138,13 +129,14 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                *done)
 
     def on_regen(bid, request: gr.Request):
+        if bid is None:
+            raise gr.Error("send a message first")
         try:
-            limits(request, "", 0)
-            if bid is None:
-                raise gr.Error("send a message first")
-            text = battles.turns(wb, bid)[-1].messages[-1]["content"]
-            for state, ca, cb in streaming(bid, battles.regenerate(wb, bid), text):
-                yield (state, ca, cb, "Asking both models again…", *votes_off())
+            last = battles.unvoted_turn(wb, bid)
+            text = last.messages[-1]["content"]
+            with voters.admit_message(wb, voter_id(request), text, last.turn, metered=voter_mode):
+                for state, ca, cb in streaming(bid, battles.regenerate(wb, bid), text):
+                    yield (state, ca, cb, "Asking both models again…", *votes_off())
         except ForgeloopError as e:
             raise gr.Error(str(e)) from e
         yield (bid, gr.skip(), gr.skip(), "Read both answers, then vote.",
@@ -152,15 +144,12 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
 
     def on_vote(choice: str):
         def handler(bid, request: gr.Request):
+            if bid is None:
+                raise gr.Error("send a message first")
+            who = voter_id(request)
             try:
-                who = limits(request)
-                if bid is None:
-                    raise gr.Error("send a message first")
-                try:
+                with voters.admit_vote(wb, who, metered=voter_mode):
                     v = battles.vote(wb, bid, choice, voter=who)
-                except ForgeloopError:
-                    voter_limits(wb).votes.refund(who)  # a refused vote costs no budget
-                    raise
                 names = battles.reveal(wb, bid)
             except ForgeloopError as e:
                 raise gr.Error(str(e)) from e
@@ -216,16 +205,17 @@ def heatmap(frame: pd.DataFrame, title: str, fmt: str):
     return fig
 
 
-def leaderboard_outputs(wb: Workbench):
-    view = leaderboard_cache(wb).get()
+def leaderboard_outputs(wb: Workbench, include_named: bool = False):
+    view = leaderboard_cache(wb).get(include_named=bool(include_named))
     table = view.table.copy()
     for col in ("rating", "lower", "upper"):
         table[col] = table[col].round(0)
     pos, length = view.position, view.length
-    lines = [f"**{view.votes_used} valid votes.** Position bias: the left answer won "
+    lines = [f"**{view.votes_used} valid votes.** {describe_exclusions(view.excluded)}", "",
+             f"Position bias: the left answer won "
              f"{pos.get('left_win_rate', float('nan')):.0%} of {pos.get('n', 0)} decisive votes. "
              f"Length bias: the longer answer won {length.get('longer_win_rate', float('nan')):.0%} "
-             f"of {length.get('n', 0)}."]
+             f"of {length.get('n', 0)}.", ""]
     for sep in view.separation:
         need = sep["votes_needed"]
         lines.append(f"- {sep['better']} vs {sep['worse']}: gap {sep['gap']:.0f}; "
@@ -235,15 +225,18 @@ def leaderboard_outputs(wb: Workbench):
 
 
 def build_leaderboard(wb: Workbench) -> None:
-    refresh = gr.Button("Refresh leaderboard")
+    with gr.Row():
+        refresh = gr.Button("Refresh leaderboard", scale=3)
+        named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
     table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
                          interactive=False)
     notes = gr.Markdown()
     with gr.Row():
         wins = gr.Plot(label="Win rates")
         counts = gr.Plot(label="Battle counts")
-    refresh.click(lambda: leaderboard_outputs(wb), None, [table, wins, counts, notes],
-                  api_name="leaderboard")
+    outputs = [table, wins, counts, notes]
+    refresh.click(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name="leaderboard")
+    named.change(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name=False)
 
 
 def _date(text: str, end_of_day: bool = False) -> datetime | None:

@@ -101,7 +101,7 @@ def test_bad_battles_and_votes(wb, served):
         battles.vote(wb, battle.id, "a")
     with pytest.raises(InvalidInput, match="type a message"):
         battles.play_turn(wb, battle.id, "   ")
-    with pytest.raises(InvalidInput, match="longer than"):
+    with pytest.raises(InvalidInput, match=r"too long \(4001 characters; the limit is 4000\)"):
         battles.play_turn(wb, battle.id, "x" * (wb.settings.max_prompt_chars + 1))
     battles.play_turn(wb, battle.id, "hi")
     with pytest.raises(InvalidInput, match="a vote must be one of"):
@@ -154,11 +154,17 @@ def test_anonymous_sampling_prefers_thin_pairs(wb, served):
         assert x != y
         seen[(x, y)] += 1
     assert len(seen) == 6  # every ordered pair shows up: sides are shuffled
-    # Pile votes on (a, b); sampling then favours the pairs with c.
+    # Pile blind votes on (a, b) while c sits out, and named ones on (a, c), which sampling
+    # ignores (they are not on the default leaderboard); sampling then favours the pairs with c.
+    registry.set_in_arena(wb, c.id, False)
     for _ in range(12):
-        battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
-        battles.play_turn(wb, battle.id, "q")
-        battles.vote(wb, battle.id, "a")
+        blind = battles.new_battle(wb, mode="anonymous", gen=GREEDY)
+        named = battles.new_battle(wb, a.id, c.id, gen=GREEDY)
+        for battle in (blind, named):
+            battles.play_turn(wb, battle.id, "q")
+            battles.vote(wb, battle.id, "a")
+    registry.set_in_arena(wb, c.id, True)
+    assert battles.pair_vote_counts(wb) == {(min(a.id, b.id), max(a.id, b.id)): 12}
     picks = Counter(frozenset(battles.sample_pair(wb, rng)) for _ in range(600))
     assert picks[frozenset((a.id, b.id))] < picks[frozenset((a.id, c.id))]
     assert picks[frozenset((a.id, b.id))] < picks[frozenset((b.id, c.id))]

@@ -33,7 +33,8 @@ def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
         cast(wb, alpha, beta, f"q{i} a-b", "a" if i % 4 else "b")
         cast(wb, beta, gamma, f"q{i} b-g", "a" if i % 4 else "tie")
         cast(wb, gamma, alpha, f"q{i} g-a", "b")
-    view = leaderboard_cache(wb).get(rounds=50)
+    # Named battles: they count only when asked for (test_leaderboard.py covers the default).
+    view = leaderboard_cache(wb).get(rounds=50, include_named=True)
     assert list(view.table["model"]) == ["alpha", "beta", "gamma"]
     assert (view.table["lower"] <= view.table["rating"]).all()
     assert view.votes_used == 36 and view.counts.loc["alpha", "beta"] == 12
@@ -43,9 +44,9 @@ def test_leaderboard_orders_models_by_their_votes(wb, stub, served):
     stub.models["gamma:1b"].brain = lambda m, p: "I am Llama, " + p
     for i in range(20):
         cast(wb, gamma, alpha, f"leak {i}", "a")
-    clean = leaderboard_cache(wb).get(rounds=50)
-    assert clean.votes_used == 36
-    flagged = leaderboard.compute(wb, rounds=50, include_flagged=True)
+    clean = leaderboard_cache(wb).get(rounds=50, include_named=True)
+    assert clean.votes_used == 36 and clean.excluded == {"flagged:identity": 20}
+    flagged = leaderboard.compute(wb, rounds=50, include_flagged=True, include_named=True)
     def gamma(view):
         return float(view.table.set_index("model").loc["gamma", "rating"])
 
@@ -124,7 +125,9 @@ def test_arena_api(api):
     assert client.post("/api/feedback", json={"battle_id": battle.id, "choice": "a"}).status_code == 409
     assert client.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
     board = client.get("/api/leaderboard").json()
-    assert board["votes"] == 1 and board["models"][0]["model"] == "beta"
+    assert board["votes"] == 0 and board["excluded"] == {"named": 1}  # blind battles only by default
+    board = client.get("/api/leaderboard", params={"include_named": "true"}).json()
+    assert board["votes"] == 1 and board["models"][0]["model"] == "beta" and board["excluded"] == {}
     listed = client.get("/api/battles").json()
     assert listed[0]["turns"][0]["vote"]["choice"] == "b"
     # The message budget (3 a minute here) is enforced per caller.
@@ -185,11 +188,12 @@ def test_refused_votes_cost_no_budget(tmp_path, stub):
             battles.play_turn(wb, battle.id, f"q{i}")
             battle_ids.append(battle.id)
         with ServerThread(server) as srv, httpx.Client(base_url=srv.url) as c:
-            assert c.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
-            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "c"}).status_code == 422
-            codes = [c.post("/api/feedback", json={"battle_id": bid, "choice": "a"}).status_code
-                     for bid in battle_ids]
-            assert codes == [201, 201]
-            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "b"}).status_code == 429
+            def feedback(bid, choice):
+                return c.post("/api/feedback", json={"battle_id": bid, "choice": choice}).status_code
+
+            assert feedback(999, "a") == 404
+            assert feedback(battle_ids[0], "c") == 422
+            assert [feedback(bid, "a") for bid in battle_ids] == [201, 201]
+            assert feedback(battle_ids[0], "b") == 429
     finally:
         wb.close()

@@ -20,11 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.arena.leaderboard import leaderboard_cache
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.arena.voters import voter_limits
+from app.core.errors import Conflict, EngineError, InvalidInput, NotFound
 from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
 from app.inference.chat_engines import chat_cache
 from app.inference.generation import Finish, GenSettings
-from app.models.registry import get_model, list_models
+from app.models.registry import get_model, list_models, weights_key
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -40,10 +41,12 @@ def arena_models(wb: Workbench) -> list[ModelVersion]:
 
 
 def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
-    """Votes per unordered model pair (by model id)."""
+    """Blind-battle votes per unordered model pair (by model id): the votes the default
+    leaderboard counts, whose intervals sampling tries to narrow."""
     with wb.session() as s:
         q = (select(Battle.model_a_id, Battle.model_b_id, func.count(Vote.id))
              .join(Vote, Vote.battle_id == Battle.id)
+             .where(Battle.mode == "anonymous")
              .group_by(Battle.model_a_id, Battle.model_b_id))
         counts: dict[tuple[int, int], int] = {}
         for a, b, n in s.exec(q):
@@ -53,8 +56,8 @@ def pair_vote_counts(wb: Workbench) -> dict[tuple[int, int], int]:
 
 
 def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, int]:
-    """Pick two different arena models, favouring pairs with few votes and wide
-    intervals; the sides are shuffled."""
+    """Pick two arena models with different weights, favouring pairs with few votes and wide
+    intervals (of the default, blind-only leaderboard); the sides are shuffled."""
     from app.arena.ratings import sampling_weights
 
     rng = rng or random.Random()
@@ -65,7 +68,12 @@ def sample_pair(wb: Workbench, rng: random.Random | None = None) -> tuple[int, i
     pos = {mid: i for i, mid in enumerate(ids)}
     counts = {(pos[a], pos[b]): n for (a, b), n in pair_vote_counts(wb).items() if a in pos and b in pos}
     widths = leaderboard_cache(wb).widths(ids)
-    weights = sampling_weights(len(ids), counts, widths)
+    keys = [weights_key(m) for m in models]
+    # A self-battle's vote never counts, so such pairs are not offered to voters.
+    weights = {p: w for p, w in sampling_weights(len(ids), counts, widths).items()
+               if keys[p[0]] != keys[p[1]]}
+    if not weights:
+        raise InvalidInput("the arena's models all share the same weights: add a different one")
     pairs, probs = zip(*weights.items(), strict=True)
     i, j = rng.choices(pairs, weights=probs, k=1)[0]
     a, b = ids[i], ids[j]
@@ -98,6 +106,13 @@ def new_battle(
         s.commit()
         s.refresh(battle)
     return battle
+
+
+def next_turn(wb: Workbench, battle_id: int) -> int:
+    """The index the battle's next message gets (NotFound for an unknown battle)."""
+    get_battle(wb, battle_id)
+    with wb.session() as s:
+        return s.exec(select(func.count(BattleTurn.id)).where(BattleTurn.battle_id == battle_id)).one()
 
 
 def get_battle(wb: Workbench, battle_id: int) -> Battle:
@@ -177,16 +192,11 @@ def stream_turn(
     wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None
 ) -> Iterator[TurnProgress]:
     """Send ``prompt`` to both sides concurrently, yielding progress as pieces arrive;
-    the last item carries the stored turn."""
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise InvalidInput("type a message first")
-    if len(prompt) > wb.settings.max_prompt_chars:
-        raise InvalidInput(f"the message is longer than {wb.settings.max_prompt_chars} characters")
+    the last item carries the stored turn. Voters' budgets are charged around this by
+    ``voters.admit_message``; the message checks here are the same ones."""
     battle = get_battle(wb, battle_id)
     history, index = _history(wb, battle_id, edited_answer)
-    if index >= wb.settings.max_turns:
-        raise InvalidInput(f"a battle has at most {wb.settings.max_turns} turns: start a new one")
+    prompt = voter_limits(wb).check_prompt(prompt, index)
     messages = history + [{"role": "user", "content": prompt}]
     gen = GenSettings(**battle.gen_settings)
     models = {"a": get_model(wb, battle.model_a_id), "b": get_model(wb, battle.model_b_id)}
@@ -202,6 +212,10 @@ def stream_turn(
         else:
             setattr(progress, f"answer_{side}", getattr(progress, f"answer_{side}") + item)
         yield replace(progress, timings=dict(progress.timings))  # a snapshot per update
+    if not (progress.answer_a or progress.answer_b) and all(
+            t.get("finish") == "error" for t in progress.timings.values()):
+        # Nothing to judge: storing it would only make the voter vote on two errors.
+        raise EngineError("neither model could answer: try again, or start a new battle")
     turn = BattleTurn(battle_id=battle_id, turn=index, messages=messages,
                       answer_a=progress.answer_a, answer_b=progress.answer_b,
                       timings=progress.timings, gen_settings=gen.as_dict())
@@ -227,14 +241,20 @@ def play_turn(wb: Workbench, battle_id: int, prompt: str, edited_answer: str | N
     return last.turn
 
 
-def regenerate(wb: Workbench, battle_id: int) -> Iterator[TurnProgress]:
-    """Drop the last, not yet voted turn and ask both sides again."""
+def unvoted_turn(wb: Workbench, battle_id: int) -> BattleTurn:
+    """The last turn, which must not have a vote yet: what ``regenerate`` asks again."""
     existing = turns(wb, battle_id)
     if not existing:
         raise InvalidInput("nothing to regenerate yet")
     last = existing[-1]
     if vote_for(wb, battle_id, last.turn) is not None:
         raise Conflict("this turn already has a vote; send a new message instead")
+    return last
+
+
+def regenerate(wb: Workbench, battle_id: int) -> Iterator[TurnProgress]:
+    """Drop the last, not yet voted turn and ask both sides again."""
+    last = unvoted_turn(wb, battle_id)
     edited = None
     if last.turn > 0:  # keep whatever history the turn was built on
         edited = last.messages[-2]["content"]

@@ -15,7 +15,8 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
@@ -260,17 +261,56 @@ class VoterLimits:
         self.max_prompt_chars = settings.max_prompt_chars
         self.max_turns = settings.max_turns
 
-    def check_prompt(self, prompt: str, turn_index: int) -> None:
-        if 0 < self.max_prompt_chars < len(prompt):
+    def check_prompt(self, prompt: str, turn_index: int) -> str:
+        """The one check of a message's content, for everyone who sends one: returns it
+        stripped, or raises InvalidInput. ``turn_index`` counts the turns before it."""
+        text = (prompt or "").strip()
+        if not text:
+            raise InvalidInput("type a message first")
+        if 0 < self.max_prompt_chars < len(text):
             raise InvalidInput(
-                f"the message is too long ({len(prompt)} characters; the limit is {self.max_prompt_chars})"
+                f"the message is too long ({len(text)} characters; the limit is {self.max_prompt_chars})"
             )
         if 0 < self.max_turns <= turn_index:
-            raise InvalidInput(
-                f"this battle has reached its limit of {self.max_turns} turns; start a new battle"
-            )
+            raise InvalidInput(f"a conversation has at most {self.max_turns} turns: start a new one")
+        return text
 
 
 def voter_limits(wb: Workbench) -> VoterLimits:
     """The workbench's one set of voter budgets (shared by the UI, the voter app and the API)."""
     return wb.service(VoterLimits, lambda w: VoterLimits(w.settings))
+
+
+@contextmanager
+def _charged(limiter: RateLimiter | None, voter: str) -> Iterator[None]:
+    """Take one hit from ``voter``'s budget for the block; a block that fails gives it back."""
+    if limiter is None:
+        yield
+        return
+    limiter.check(voter)
+    try:
+        yield
+    except Exception:
+        limiter.refund(voter)
+        raise
+
+
+@contextmanager
+def admit_message(
+    wb: Workbench, voter: str, prompt: str, turn_index: int, metered: bool = True
+) -> Iterator[str]:
+    """The one gate for a message to the arena's models (workbench UI, voter app, API); yields
+    the checked prompt. The content is checked before ``voter`` is charged a message; when the
+    block then fails (a vote missing, an engine refusing) the charge is refunded. Unmetered
+    (the workbench's own user): the same checks, no budget."""
+    limits = voter_limits(wb)
+    text = limits.check_prompt(prompt, turn_index)
+    with _charged(limits.messages if metered else None, voter):
+        yield text
+
+
+@contextmanager
+def admit_vote(wb: Workbench, voter: str, metered: bool = True) -> Iterator[None]:
+    """The one gate for a vote: charges ``voter`` one vote, refunded if the vote is refused."""
+    with _charged(voter_limits(wb).votes if metered else None, voter):
+        yield

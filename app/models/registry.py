@@ -135,6 +135,17 @@ def list_models(wb: Workbench) -> list[ModelVersion]:
         return list(s.exec(select(ModelVersion).order_by(ModelVersion.id)))
 
 
+def weights_key(mv: ModelVersion) -> tuple[str, ...]:
+    """What a model's answers come from: versions with equal keys share their weights, whatever
+    their names or templates. A served model is known only by its server and tag."""
+    if mv.kind in ("ollama", "openai"):
+        tag = mv.base_path.strip()
+        if mv.kind == "ollama" and ":" not in tag:
+            tag += ":latest"  # Ollama's own default tag
+        return (mv.kind, str((mv.meta or {}).get("endpoint", "")).rstrip("/"), tag)
+    return ("local", mv.base_path.rstrip("/"), mv.adapter_path or "")
+
+
 def get_model(wb: Workbench, model_id: int) -> ModelVersion:
     with wb.session() as s:
         mv = s.get(ModelVersion, model_id)

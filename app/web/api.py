@@ -138,9 +138,9 @@ class FeedbackBody(BaseModel):
 
 def arena_router(wb: Workbench, user_of) -> APIRouter:
     """Arena routes. ``user_of(request)`` names the caller for votes and rate limits."""
-    from app.arena import battles, leaderboard
+    from app.arena import battles
     from app.arena.leaderboard import leaderboard_cache
-    from app.arena.voters import voter_limits
+    from app.arena.voters import admit_message, admit_vote
     from app.inference.chat_engines import chat_cache
     from app.inference.generation import Finish, GenSettings
     from app.models import registry
@@ -150,19 +150,18 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     @r.post("/predict")
     def predict(body: PredictBody, request: Request):
         try:
-            user = user_of(request)
-            voter_limits(wb).messages.check(user)
             if not body.messages or body.messages[-1].get("role") != "user":
                 raise InvalidInput("messages must end with a user message")
-            voter_limits(wb).check_prompt(body.messages[-1].get("content", ""), 0)
             gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt)
             mv = registry.get_model(wb, body.model_id)
+            earlier = sum(m.get("role") == "user" for m in body.messages[:-1])
             pieces, finish = [], "stop"
-            for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
-                if isinstance(piece, Finish):
-                    finish = piece.reason
-                else:
-                    pieces.append(piece)
+            with admit_message(wb, user_of(request), body.messages[-1].get("content", ""), earlier):
+                for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
+                    if isinstance(piece, Finish):
+                        finish = piece.reason
+                    else:
+                        pieces.append(piece)
             return {"model_id": mv.id, "answer": "".join(pieces), "finish": finish,
                     "gen_settings": gen.as_dict()}
         except ForgeloopError as e:
@@ -172,12 +171,8 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
     vote_threads = anyio.CapacityLimiter(4)
 
     def record(body: FeedbackBody, user: str) -> dict[str, Any]:
-        voter_limits(wb).votes.check(user)
-        try:
+        with admit_vote(wb, user):  # a refused vote costs no budget
             v = battles.vote(wb, body.battle_id, body.choice, voter=user, turn=body.turn)
-        except ForgeloopError:
-            voter_limits(wb).votes.refund(user)  # a refused vote costs no budget
-            raise
         return {"id": v.id, "battle_id": v.battle_id, "turn": v.turn, "choice": v.choice,
                 "voter": v.voter, "flags": v.flags}
 
@@ -189,14 +184,14 @@ def arena_router(wb: Workbench, user_of) -> APIRouter:
             return error_response(e)
 
     @r.get("/leaderboard")
-    def board(include_flagged: bool = False, both_bad: str = "tie"):
+    def board(include_flagged: bool = False, both_bad: str = "tie", include_named: bool = False):
         if both_bad not in ("tie", "drop"):
             return error_response(InvalidInput("both_bad is tie or drop"))
-        view = (leaderboard.compute(wb, include_flagged=include_flagged, both_bad=both_bad)
-                if include_flagged or both_bad != "tie" else leaderboard_cache(wb).get())
+        view = leaderboard_cache(wb).get(include_named=include_named, include_flagged=include_flagged,
+                                         both_bad=both_bad)
         return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
                           "position_bias": view.position, "length_bias": view.length,
-                          "separation": view.separation})
+                          "separation": view.separation, "excluded": view.excluded})
 
     @r.get("/battles")
     def battle_list(limit: int = 100, offset: int = 0):
