@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Dataset
@@ -35,6 +35,10 @@ MESSAGE_TAGS = {
     "system_tag": "system",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Device names Windows reserves, with or without an extension ("con", "CON.jsonl").
+WINDOWS_DEVICES = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"{dev}{i}" for dev in ("com", "lpt") for i in range(10)]
+)
 
 
 def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
@@ -312,6 +316,27 @@ def prepare_rows(kind: str, rows: list[Any], fmt: str | None = None) -> Prepared
     return PreparedRows(kind, fmt, body, len(clean), hashlib.sha256(body.encode()).hexdigest())
 
 
+def check_name(name: str) -> None:
+    """Refuse a dataset name that is not a safe, portable file name."""
+    if name and set(name) == {"."}:
+        raise InvalidInput(f"dataset name {name!r} is only dots; use letters or digits")
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(
+            f"dataset name {name!r} must be 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    stem = name.split(".")[0].lower()
+    if stem in WINDOWS_DEVICES:
+        raise InvalidInput(
+            f"dataset name {name!r} is a device name Windows reserves "
+            "(CON, PRN, AUX, NUL, COM0-9, LPT0-9); pick another name"
+        )
+    if stem == "dataset_info":
+        raise InvalidInput(
+            f"dataset name {name!r} is reserved: dataset_info.json lists the datasets; pick another name"
+        )
+
+
 def register_rows(
     wb: Workbench,
     name: str,
@@ -326,20 +351,25 @@ def register_rows(
     Nothing is left behind on failure: the file and the dataset_info entry are
     written only after every row passed, and rolled back if the DB insert fails.
     """
-    if not NAME_RE.match(name or ""):
-        raise InvalidInput(
-            f"dataset name {name!r} must be 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
+    check_name(name)
     prepared = rows if isinstance(rows, PreparedRows) else prepare_rows(kind, rows, fmt)
     file_name = f"{name}.jsonl"
     target = wb.settings.datasets_dir / file_name
     with wb.files_lock:
         with wb.session() as s:
-            if s.exec(select(Dataset).where(Dataset.name == name)).first():
-                raise Conflict(f"a dataset named {name!r} already exists")
-        if target.exists():
-            raise Conflict(f"{target} already exists; pick another dataset name")
+            q = select(Dataset).where(func.lower(Dataset.name) == name.lower())
+            taken = s.exec(q).first()
+        if taken is not None and taken.name == name:
+            raise Conflict(f"a dataset named {name!r} already exists")
+        if taken is not None:
+            raise Conflict(
+                f"a dataset named {taken.name!r} already exists; names that differ only in case "
+                "clash on Windows and macOS, pick another name"
+            )
+        clash = [p.name for p in target.parent.iterdir() if p.name.lower() == file_name.lower()]
+        if clash:
+            raise Conflict(f"a file named {clash[0]} is already in the datasets folder; "
+                           "pick another dataset name")
         _atomic_write(target, prepared.body)
         try:
             _update_info(wb, name, dataset_info_entry(prepared.format, file_name))
@@ -374,6 +404,7 @@ def register_file(
 ) -> Dataset:
     """Register a JSONL/JSON/CSV/Parquet file as a dataset of ``kind`` (sft, dpo, kto, cpt),
     renaming columns with ``column_map`` ({expected name: column in the file})."""
+    check_name(name)
     rows = apply_column_map(read_rows(Path(path)), column_map)
     meta = {"origin": Path(path).name, "column_map": column_map or {}}
     return register_rows(wb, name, kind, rows, fmt=fmt, meta=meta)
