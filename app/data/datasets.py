@@ -3,7 +3,9 @@ storage-side ``dataset_info.json`` that LLaMA-Factory reads."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -39,6 +41,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WINDOWS_DEVICES = frozenset(
     ["con", "prn", "aux", "nul"] + [f"{dev}{i}" for dev in ("com", "lpt") for i in range(10)]
 )
+MAX_DEPTH = 100  # levels of JSON arrays/objects in one row
+MAX_CELL_CHARS = 1_000_000  # characters in one cell (all its strings together)
 
 
 def dataset_info_entry(fmt: str, file_name: str) -> dict[str, Any]:
@@ -80,6 +84,32 @@ def detect_format(row: dict[str, Any]) -> str:
     )
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "a user", "an assistant" (no "u": "a user")."""
+    return f"{'an' if word[:1].lower() in 'aeio' else 'a'} {word}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _describe(value: Any) -> str:
+    """What a JSON value is, in words: "a number", "an array", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _a(type(value).__name__)
+
+
 def _nonempty_str(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
 
@@ -103,7 +133,7 @@ def _check_turns(messages: Any, where: str, end_with: str) -> list[dict[str, str
         if m["role"] != want:
             raise InvalidInput(f"{where}: message {i + 1} should be from {want}, not {m['role']}")
     if not body or body[-1]["role"] != end_with:
-        raise InvalidInput(f"{where}: the conversation must end with a {end_with} message")
+        raise InvalidInput(f"{where}: the conversation must end with {_a(end_with)} message")
     return msgs
 
 
@@ -120,7 +150,7 @@ def _as_bool(value: Any) -> bool | None:
 def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
     """Validate one row of ``fmt`` and return it in the stored shape."""
     if not isinstance(row, dict):
-        raise InvalidInput(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise InvalidInput(f"{where} is {_describe(row)}, not an object with columns")
     if fmt == "alpaca":
         if not _nonempty_str(row.get("instruction")) or not _nonempty_str(row.get("output")):
             raise InvalidInput(f"{where}: 'instruction' and 'output' must be non-empty strings")
@@ -150,7 +180,7 @@ def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
                 raise InvalidInput(f"{where}: '{side}' must be an assistant message")
             out[side] = msg
         if out["chosen"]["content"] == out["rejected"]["content"]:
-            raise InvalidInput(f"{where}: 'chosen' and 'rejected' are identical")
+            raise InvalidInput(f"{where}: chosen and rejected are the same answer")
         return out
     if fmt == "kto":
         label = _as_bool(row.get("label"))
@@ -162,65 +192,284 @@ def normalise_row(row: Any, fmt: str, where: str) -> dict[str, Any]:
 
 
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+# Files that are not text, by their first bytes, and what to do about them.
+_MAGIC = (
+    (b"PAR1", "it looks like a Parquet file; give it the .parquet suffix"),
+    (b"PK\x03\x04", "it looks like a zip archive or an Excel workbook; export the sheet as CSV"),
+    (b"\x1f\x8b", "it is gzip-compressed; decompress it first"),
+    (b"\xff\xfe", "it is UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8"),
+    (b"\xfe\xff", "it is UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8"),
+)
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\]+[/\\])+")
 
 
-def _decode_json_cells(row: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells holding JSON lists/objects (e.g. a messages column) become Python values."""
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, str) and v[:1] in "[{":
-            try:
-                v = json.loads(v)
-            except json.JSONDecodeError:
-                pass
-        out[k] = v
+class _RowProblem(Exception):
+    """Raised inside the JSON parser's hooks; the caller adds where it happened."""
+
+
+class _NotJson(_RowProblem):
+    """NaN or Infinity: Python's json accepts them, JSON does not."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RowProblem(f"the key {key!r} appears twice in one object")
+        out[key] = value
     return out
 
 
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _decoder() -> json.JSONDecoder:
+    """A strict decoder: duplicate keys and NaN/Infinity are errors (one per read: the
+    C scanner keeps state, so threads do not share it)."""
+    return json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def _too_deep(place: str) -> InvalidInput:
+    return InvalidInput(f"{place} is nested too deeply: more than {MAX_DEPTH} levels of arrays and objects")
+
+
+def _measure(value: Any, limit_depth: int) -> tuple[int, int]:
+    """(nesting depth, characters in all strings and keys) of a value, without recursion;
+    stops early once the depth passes ``limit_depth`` or the size passes MAX_CELL_CHARS."""
+    depth = chars = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, dict):
+            depth = max(depth, d)
+            chars += sum(len(k) for k in v if isinstance(k, str))
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v)
+        if depth > limit_depth or chars > MAX_CELL_CHARS:
+            break
+    return depth, chars
+
+
+def _check_row(row: Any, place: str) -> Any:
+    """Refuse a parsed row nested deeper than MAX_DEPTH or with a cell over MAX_CELL_CHARS."""
+    if not isinstance(row, dict):
+        if _measure(row, MAX_DEPTH)[0] > MAX_DEPTH:
+            raise _too_deep(place)
+        return row
+    for column, value in row.items():
+        depth, chars = _measure(value, MAX_DEPTH - 1)
+        if depth > MAX_DEPTH - 1:
+            raise _too_deep(f"{place}, column {column!r}")
+        if chars > MAX_CELL_CHARS:
+            raise InvalidInput(
+                f"{place}, column {column!r}: the cell has more than {MAX_CELL_CHARS:,} characters, "
+                "the limit for one cell"
+            )
+    return row
+
+
+def _scrub(message: str, path: Path) -> str:
+    """A parser's message on one line, with the file's directory (a server path) removed."""
+    for full in {str(path), str(path.resolve()), str(path.absolute())}:
+        message = message.replace(full, path.name)
+    message = _ABS_PATH.sub("", message)
+    return " ".join(message.split())
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path.name}: {e.strerror or 'read error'}") from e
+    for magic, why in _MAGIC:
+        if data.startswith(magic):
+            raise InvalidInput(f"cannot read {path.name}: {why}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InvalidInput(
+            f"cannot read {path.name}: line {line} is not UTF-8 text (byte 0x{data[e.start]:02x}); "
+            "save the file as UTF-8"
+        ) from e
+
+
+def _decode_at(
+    dec: json.JSONDecoder, text: str, idx: int, place: str, line_place: str | None = None
+) -> tuple[Any, int]:
+    """One JSON value at ``idx``; row problems name ``place``, NaN/Infinity ``line_place``."""
+    try:
+        return dec.raw_decode(text, idx)
+    except RecursionError as e:
+        raise _too_deep(place) from e
+    except _NotJson as e:
+        raise InvalidInput(f"{line_place or place} is not valid JSON: {e}") from e
+    except _RowProblem as e:
+        raise InvalidInput(f"{place}: {e}") from e
+
+
+def _jsonl_rows(text: str, name: str) -> list[Any]:
+    dec, rows = _decoder(), []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        place, line_place = f"{name} row {len(rows) + 1} (line {n})", f"{name} line {n}"
+        try:
+            value, end = _decode_at(dec, line, _JSON_SPACE.match(line).end(), place, line_place)
+            if line[end:].strip():
+                raise json.JSONDecodeError("Extra data", line, _JSON_SPACE.match(line, end).end())
+        except json.JSONDecodeError as e:
+            hint = ""
+            if n == 1 and line.strip() in ("[", "{"):
+                hint = " (it looks like one JSON document over several lines; give it the .json suffix)"
+            raise InvalidInput(f"{line_place} is not valid JSON: {e.msg} at column {e.colno}{hint}") from e
+        rows.append(_check_row(value, place))
+    return rows
+
+
+def _json_rows(text: str, name: str) -> list[Any]:
+    """A JSON array of rows, read one row at a time so that problems name the row and line."""
+    dec = _decoder()
+    i = _JSON_SPACE.match(text).end()
+    if i == len(text):
+        return []
+    try:
+        if text[i:i + 1] != "[":
+            value, end = _decode_at(dec, text, i, name)
+            if text[_JSON_SPACE.match(text, end).end():]:
+                raise json.JSONDecodeError("Extra data", text, _JSON_SPACE.match(text, end).end())
+            what = _describe(value)
+            if isinstance(value, dict):
+                what = f"a single object with the keys {sorted(value)[:10]}"
+            raise InvalidInput(f"{name}: expected a JSON array of rows, got {what}")
+        rows: list[Any] = []
+        i = _JSON_SPACE.match(text, i + 1).end()
+        if text[i:i + 1] == "]":
+            i += 1
+        else:
+            line, counted = 1, 0
+            while True:
+                line += text.count("\n", counted, i)
+                counted = i
+                place = f"{name} row {len(rows) + 1} (from line {line})"
+                value, i = _decode_at(dec, text, i, place)
+                rows.append(_check_row(value, place))
+                i = _JSON_SPACE.match(text, i).end()
+                if text[i:i + 1] == "]":
+                    i += 1
+                    break
+                if text[i:i + 1] != ",":
+                    raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+                comma, i = i, _JSON_SPACE.match(text, i + 1).end()
+                if text[i:i + 1] == "]":
+                    raise json.JSONDecodeError("Illegal trailing comma before end of array", text, comma)
+        end = _JSON_SPACE.match(text, i).end()
+        if end < len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+        return rows
+    except json.JSONDecodeError as e:
+        hint = ""
+        if e.msg == "Extra data" and text[e.pos - 1:e.pos] == "\n" and text.lstrip()[:1] == "{":
+            hint = " (it looks like JSON Lines, one row per line; give it the .jsonl suffix)"
+        raise InvalidInput(
+            f"{name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}{hint}"
+        ) from e
+
+
+def _csv_cell(dec: json.JSONDecoder, value: str, place: str) -> Any:
+    """A CSV cell holding a JSON list/object (e.g. a messages column) becomes a Python value;
+    a cell that is not valid JSON stays text."""
+    if value[:1] not in ("[", "{"):
+        return value
+    try:
+        parsed, end = dec.raw_decode(value)
+    except (json.JSONDecodeError, _NotJson):
+        return value
+    except RecursionError as e:
+        raise _too_deep(place) from e
+    except _RowProblem as e:
+        raise InvalidInput(f"{place}: {e}") from e
+    return parsed if not value[end:].strip() else value
+
+
+def _csv_rows(text: str, name: str) -> list[dict[str, Any]]:
+    if not text.strip():
+        raise InvalidInput(f"cannot read {name} as CSV: the file is empty")
+    # The csv module refuses cells over 128 KiB by default; the cell limit is checked below.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    dec, header, rows, line = _decoder(), None, [], 1
+    try:
+        for fields in reader:  # ``line``: where the row starts (a quoted cell may span lines)
+            start, line = line, reader.line_num + 1
+            if not fields:
+                continue
+            if header is None:
+                header = [f or f"Unnamed: {i}" for i, f in enumerate(fields)]
+                twice = sorted({c for c in header if header.count(c) > 1})
+                if twice:
+                    raise InvalidInput(f"{name}: the header names the column {twice[0]!r} twice")
+                continue
+            if len(fields) != len(header):
+                raise InvalidInput(
+                    f"{name} line {start} has {_count(len(fields), 'cell')}, "
+                    f"but the header has {_count(len(header), 'column')}"
+                )
+            place = f"{name} row {len(rows) + 1} (line {start})"
+            cells = zip(header, fields, strict=True)
+            row = {c: _csv_cell(dec, v, f"{place}, column {c!r}") for c, v in cells}
+            rows.append(_check_row(row, place))
+    except csv.Error as e:
+        why = str(e)
+        if why == "unexpected end of data":
+            why = "a quoted cell is not closed before the end of the file"
+        raise InvalidInput(f"cannot read {name} as CSV: line {line}: {why}") from e
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as f:
+            table = f.read()
+        twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+        if twice:
+            raise InvalidInput(f"{path.name}: the column {twice[0]!r} appears twice")
+        rows = table.to_pylist()
+    except InvalidInput:
+        raise
+    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for a bad file
+        raise InvalidInput(f"cannot read {path.name} as Parquet: {_scrub(str(e), path)}") from e
+    return [_check_row(r, f"{path.name} row {n}") for n, r in enumerate(rows, start=1)]
+
+
 def read_rows(path: Path) -> list[Any]:
-    """Read JSONL, JSON, CSV or Parquet; any problem becomes an InvalidInput naming it."""
+    """Read JSONL, JSON, CSV or Parquet; any problem becomes an InvalidInput that names the
+    file by its base name (never its server path) and the line or row where known."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidInput(f"dataset file {path} does not exist or is not a file")
+        raise InvalidInput(f"dataset file {path.name} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise InvalidInput(f"{path.name}: supported files are {', '.join(SUPPORTED_SUFFIXES)}")
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:  # pyarrow raises several types for a bad file
-            raise InvalidInput(f"cannot read {path.name} as Parquet: {e}") from e
-    if suffix == ".csv":
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise InvalidInput(f"cannot read {path.name} as CSV: {e}") from e
-        return [_decode_json_cells(r) for r in frame.to_dict("records")]
+        return _parquet_rows(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"cannot read {path.name}: {e}") from e
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path.name} is not valid JSON: {e}") from e
-        if not isinstance(data, list):
-            raise InvalidInput(f"{path.name}: expected a JSON list of rows")
-        return data
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path.name} line {n} is not valid JSON: {e.msg}") from e
-    return rows
+        if suffix == ".csv":
+            return _csv_rows(text, path.name)
+        if suffix == ".json":
+            return _json_rows(text, path.name)
+        return _jsonl_rows(text, path.name)
+    except RecursionError as e:  # a parser that recursed somewhere not caught above
+        raise _too_deep(path.name) from e
 
 
 def apply_column_map(rows: list[Any], column_map: dict[str, str] | None) -> list[Any]:
@@ -244,15 +493,22 @@ def apply_column_map(rows: list[Any], column_map: dict[str, str] | None) -> list
     return out
 
 
+def _mapped(rows: list[Any], path: Path, column_map: dict[str, str] | None) -> list[Any]:
+    if not rows:
+        raise InvalidInput(f"{path.name} has no rows")
+    return apply_column_map(rows, column_map)
+
+
 def inspect_file(
     path: Path | str, kind: str, column_map: dict[str, str] | None = None, limit: int = 5
 ) -> dict[str, Any]:
     """What registering would store: columns, format, row count, a preview, or the error."""
-    rows = read_rows(Path(path))
+    path = Path(path)
+    rows = read_rows(path)
     columns = sorted(set().union(*(r.keys() for r in rows if isinstance(r, dict)))) if rows else []
     info: dict[str, Any] = {"columns": columns, "total": len(rows)}
     try:
-        fmt, clean = validate_rows(apply_column_map(rows, column_map), kind)
+        fmt, clean = validate_rows(_mapped(rows, path, column_map), kind)
         info.update(format=fmt, preview=clean[:limit], error=None)
     except InvalidInput as e:
         info.update(format=None, preview=rows[:limit], error=str(e))
@@ -265,8 +521,12 @@ def validate_rows(rows: list[Any], kind: str, fmt: str | None = None) -> tuple[s
         raise InvalidInput(f"dataset kind must be one of {sorted(KIND_FORMATS)}, got {kind!r}")
     if not rows:
         raise InvalidInput("the dataset has no rows")
-    first = rows[0] if isinstance(rows[0], dict) else {}
-    fmt = fmt or detect_format(first)
+    if not isinstance(rows[0], dict):
+        hint = ""
+        if isinstance(rows[0], list) and rows[0] and all(isinstance(r, dict) for r in rows[0]):
+            hint = " (it holds objects: a JSON array of rows belongs in a .json file)"
+        raise InvalidInput(f"row 1 is {_describe(rows[0])}, not an object with columns{hint}")
+    fmt = fmt or detect_format(rows[0])
     if fmt not in KIND_FORMATS[kind]:
         raise InvalidInput(
             f"a {kind} dataset must be {' or '.join(KIND_FORMATS[kind])}, but the rows are {fmt}"
@@ -404,9 +664,10 @@ def register_file(
 ) -> Dataset:
     """Register a JSONL/JSON/CSV/Parquet file as a dataset of ``kind`` (sft, dpo, kto, cpt),
     renaming columns with ``column_map`` ({expected name: column in the file})."""
+    path = Path(path)
     check_name(name)
-    rows = apply_column_map(read_rows(Path(path)), column_map)
-    meta = {"origin": Path(path).name, "column_map": column_map or {}}
+    rows = _mapped(read_rows(path), path, column_map)
+    meta = {"origin": path.name, "column_map": column_map or {}}
     return register_rows(wb, name, kind, rows, fmt=fmt, meta=meta)
 
 
