@@ -4,6 +4,7 @@ explained (duplicate keys and rows, dropped columns, huge cells, formula-like ce
 
 import json
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,6 +13,7 @@ from sqlmodel import select
 from app.core.errors import Conflict, InvalidInput
 from app.core.tables import Dataset
 from app.data import datasets
+from app.data.spreadsheet import csv_safe, looks_like_formula
 
 ALPACA = b'{"instruction": "a", "output": "b"}\n'
 DEEP = "more than 100 levels of arrays and objects"
@@ -211,6 +213,75 @@ def test_row_messages_say_what_is_wrong(wb, tmp_path, kind, row, message):
     assert refused(wb, src, kind=kind) == message
 
 
+def test_duplicate_rows_are_counted_and_can_be_dropped(wb, tmp_path):
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"},
+            {"instruction": "a", "output": "b"}, {"instruction": "a", "input": "", "output": "b"}]
+    src = jsonl(tmp_path / "dups.jsonl", rows)
+    info = datasets.inspect_file(src, "sft")
+    assert (info["error"], info["duplicates"], info["duplicates_dropped"]) == (None, 2, 0)
+    assert datasets.inspect_file(src, "sft", dedup=True)["duplicates_dropped"] == 2
+
+    kept = datasets.register_file(wb, src, "kept", "sft")
+    assert kept.num_rows == 4 and kept.meta["duplicates"] == 2 and kept.meta["duplicates_dropped"] == 0
+    deduped = datasets.register_file(wb, src, "deduped", "sft", dedup=True)
+    assert deduped.num_rows == 2
+    assert (deduped.meta["duplicates"], deduped.meta["duplicates_dropped"]) == (2, 2)
+    assert [json.loads(x)["instruction"] for x in open(deduped.path)] == ["a", "c"]
+    direct = datasets.register_rows(wb, "direct", "sft", rows, dedup=True)
+    assert direct.num_rows == 2 and direct.sha256 == deduped.sha256
+
+
+def test_a_file_of_one_row_repeated_is_refused_unless_deduplicated(wb, tmp_path):
+    src = tmp_path / "same.jsonl"
+    src.write_bytes(ALPACA * 5)
+    message = "all 5 rows are the same row: 4 duplicates of row 1; drop duplicates to keep one row"
+    assert refused(wb, src) == message
+    assert datasets.inspect_file(src, "sft")["error"] == message
+    two = tmp_path / "two.jsonl"
+    two.write_bytes(ALPACA * 2)
+    assert refused(wb, two) == (
+        "all 2 rows are the same row: 1 duplicate of row 1; drop duplicates to keep one row")
+    ds = datasets.register_file(wb, src, "one", "sft", dedup=True)
+    assert ds.num_rows == 1 and ds.meta["duplicates_dropped"] == 4
+
+
+def test_dropped_columns_are_listed_on_register(wb, tmp_path):
+    src = jsonl(tmp_path / "extra.jsonl", [{"instruction": "a", "output": "b", "id": 1, "source": "web"},
+                                           {"instruction": "c", "output": "d", "lang": "en"}])
+    assert datasets.inspect_file(src, "sft")["dropped_columns"] == ["id", "lang", "source"]
+    ds = datasets.register_file(wb, src, "extra", "sft")
+    assert ds.meta["dropped_columns"] == ["id", "lang", "source"]
+    # Named as in the file, also when a column map renamed them.
+    csv = tmp_path / "qa.csv"
+    pd.DataFrame({"q": ["hi"], "a": ["hello"], "ctx": ["x"], "note": ["y"]}).to_csv(csv, index=False)
+    mapping = {"instruction": "q", "output": "a", "system": "ctx"}
+    assert datasets.inspect_file(csv, "sft", mapping)["dropped_columns"] == ["ctx", "note"]
+    assert datasets.register_file(wb, csv, "qa", "sft", column_map=mapping).meta["dropped_columns"] == [
+        "ctx", "note"]
+    clean = datasets.register_file(wb, jsonl(tmp_path / "c.jsonl", [{"text": "t"}]), "clean", "cpt")
+    assert clean.meta == {"origin": "c.jsonl", "column_map": {}, "duplicates": 0, "duplicates_dropped": 0,
+                          "dropped_columns": [], "formula_cells": 0}
+
+
+def test_formula_like_cells_are_counted(wb, tmp_path):
+    src = tmp_path / "sheet.csv"
+    src.write_text("instruction,output,id\n=1+2,@SUM(A1),=x\nhi,-3,8\n+1 call now,fine,9\n")
+    assert datasets.inspect_file(src, "sft")["formula_cells"] == 4  # the id column is not stored
+    ds = datasets.register_file(wb, src, "sheet", "sft")
+    assert ds.meta["formula_cells"] == 4
+    chat = jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "=cmd|' /C calc'!A0"},
+                                                         {"role": "assistant", "content": "no"}]}])
+    assert datasets.register_file(wb, chat, "chat", "sft").meta["formula_cells"] == 1
+
+
+def test_csv_safe_escapes_formulas():
+    assert [csv_safe(v) for v in ["=1+2", "+1", "-3", "@SUM(A1)", "\t=1", "\r=1"]] == [
+        "'=1+2", "'+1", "'-3", "'@SUM(A1)", "'\t=1", "'\r=1"]
+    plain = ["hello", "a=b", "", " =1", 3, -3, None, True]
+    assert [csv_safe(v) for v in plain] == plain
+    assert looks_like_formula("=A1") and not looks_like_formula("A1") and not looks_like_formula(-1)
+
+
 def test_files_that_used_to_be_refused_by_mistake(wb, tmp_path):
     # A UTF-8 byte order mark (Windows Notepad) and U+2028 inside a string are valid.
     bom = tmp_path / "bom.jsonl"
@@ -276,3 +347,10 @@ def test_names_that_differ_only_in_case_clash(wb, tmp_path):
     assert str(e.value) == (
         "a file named Stray.jsonl is already in the datasets folder; pick another dataset name")
     assert [d.name for d in datasets.list_datasets(wb)] == ["Foo"]
+
+
+def test_default_dataset_name_is_the_file_stem():
+    assert datasets.default_name("/tmp/gradio/0123abcd/support-chats.jsonl") == "support-chats"
+    assert datasets.default_name("/tmp/gradio/x/My data (2).v1.csv") == "My-data-2.v1"
+    assert datasets.default_name("/tmp/gradio/x/__.json") == "dataset"
+    assert len(datasets.default_name("/x/" + "a" * 100 + ".csv")) == 64

@@ -4,6 +4,7 @@ storage-side ``dataset_info.json`` that LLaMA-Factory reads."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ from sqlmodel import func, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Dataset
+from app.data.spreadsheet import looks_like_formula
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -41,6 +43,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WINDOWS_DEVICES = frozenset(
     ["con", "prn", "aux", "nul"] + [f"{dev}{i}" for dev in ("com", "lpt") for i in range(10)]
 )
+# Columns each format reads; any other column of a file is dropped when it is stored.
+USED_COLUMNS = {
+    "alpaca": ("instruction", "input", "output"),
+    "text": ("text",),
+    "messages": ("messages",),
+    "preference": ("messages", "prompt", "chosen", "rejected"),
+    "kto": ("messages", "prompt", "completion", "label"),
+}
 MAX_DEPTH = 100  # levels of JSON arrays/objects in one row
 MAX_CELL_CHARS = 1_000_000  # characters in one cell (all its strings together)
 
@@ -499,19 +509,35 @@ def _mapped(rows: list[Any], path: Path, column_map: dict[str, str] | None) -> l
     return apply_column_map(rows, column_map)
 
 
+def _source_names(columns: tuple[str, ...], column_map: dict[str, str] | None) -> tuple[str, ...]:
+    """Columns after mapping, named as in the file ({target: source})."""
+    mapping = {t: src for t, src in (column_map or {}).items() if src}
+    return tuple(sorted(mapping.get(c, c) for c in columns))
+
+
 def inspect_file(
-    path: Path | str, kind: str, column_map: dict[str, str] | None = None, limit: int = 5
+    path: Path | str,
+    kind: str,
+    column_map: dict[str, str] | None = None,
+    limit: int = 5,
+    dedup: bool = False,
 ) -> dict[str, Any]:
-    """What registering would store: columns, format, row count, a preview, or the error."""
+    """What registering would store: columns, format, row count, a preview, the notes
+    (duplicate rows, dropped columns, formula-like cells), or the error."""
     path = Path(path)
     rows = read_rows(path)
     columns = sorted(set().union(*(r.keys() for r in rows if isinstance(r, dict)))) if rows else []
     info: dict[str, Any] = {"columns": columns, "total": len(rows)}
     try:
-        fmt, clean = validate_rows(_mapped(rows, path, column_map), kind)
-        info.update(format=fmt, preview=clean[:limit], error=None)
+        prepared = prepare_rows(kind, _mapped(rows, path, column_map), dedup=dedup)
     except InvalidInput as e:
-        info.update(format=None, preview=rows[:limit], error=str(e))
+        info.update(format=None, preview=rows[:limit], error=str(e), duplicates=None,
+                    duplicates_dropped=None, dropped_columns=[], formula_cells=None)
+        return info
+    preview = [json.loads(line) for line in prepared.body.split("\n", limit)[:limit] if line]
+    notes = prepared.notes()
+    notes["dropped_columns"] = list(_source_names(prepared.dropped_columns, column_map))
+    info.update(format=prepared.format, preview=preview, error=None, **notes)
     return info
 
 
@@ -561,19 +587,65 @@ def _update_info(wb: Workbench, name: str, entry: dict[str, Any] | None) -> None
 
 @dataclass(frozen=True)
 class PreparedRows:
-    """Validated rows serialised exactly as they will be stored, with their hash."""
+    """Validated rows serialised exactly as they will be stored, with their hash, and what
+    a user should know about them (recorded in the Dataset's ``meta`` on registration)."""
 
     kind: str
     format: str
     body: str
     num_rows: int
     sha256: str
+    duplicates: int = 0  # rows stored the same as an earlier row
+    duplicates_dropped: int = 0  # of those, how many were left out (dedup)
+    dropped_columns: tuple[str, ...] = ()  # columns of the input the format does not use
+    formula_cells: int = 0  # stored strings a spreadsheet would read as formulas
+
+    def notes(self) -> dict[str, Any]:
+        return {
+            "duplicates": self.duplicates,
+            "duplicates_dropped": self.duplicates_dropped,
+            "dropped_columns": list(self.dropped_columns),
+            "formula_cells": self.formula_cells,
+        }
 
 
-def prepare_rows(kind: str, rows: list[Any], fmt: str | None = None) -> PreparedRows:
+def _count_formulas(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(_count_formulas(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_formulas(v) for v in value)
+    return int(looks_like_formula(value))
+
+
+def prepare_rows(kind: str, rows: list[Any], fmt: str | None = None, dedup: bool = False) -> PreparedRows:
+    """Validate and serialise ``rows``. Rows stored the same as an earlier row are counted,
+    and left out with ``dedup``; a file that is one row repeated is refused without it."""
     fmt, clean = validate_rows(rows, kind, fmt)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean)
-    return PreparedRows(kind, fmt, body, len(clean), hashlib.sha256(body.encode()).hexdigest())
+    lines, seen, duplicates, formulas = [], set(), 0, 0
+    for row in clean:
+        line = json.dumps(row, ensure_ascii=False)
+        if line in seen:
+            duplicates += 1
+            if dedup:
+                continue
+        seen.add(line)
+        lines.append(line)
+        formulas += _count_formulas(row)
+    if duplicates and duplicates == len(clean) - 1 and not dedup:
+        raise InvalidInput(
+            f"all {len(clean):,} rows are the same row: {_count(duplicates, 'duplicate')} of row 1; "
+            "drop duplicates to keep one row"
+        )
+    used = set(USED_COLUMNS.get(fmt, ()))
+    present = set().union(*(r.keys() for r in rows if isinstance(r, dict)))
+    body = "".join(line + "\n" for line in lines)
+    return PreparedRows(
+        kind, fmt, body, len(lines), hashlib.sha256(body.encode()).hexdigest(),
+        duplicates=duplicates,
+        duplicates_dropped=duplicates if dedup else 0,
+        dropped_columns=tuple(sorted(str(c) for c in present - used)),
+        formula_cells=formulas,
+    )
 
 
 def check_name(name: str) -> None:
@@ -605,14 +677,19 @@ def register_rows(
     fmt: str | None = None,
     source: str = "upload",
     meta: dict[str, Any] | None = None,
+    dedup: bool = False,
 ) -> Dataset:
     """Validate ``rows``, store them under ``name`` and return the new Dataset row.
+
+    ``dedup`` leaves out rows stored the same as an earlier one (for PreparedRows,
+    prepare_rows decided that). The Dataset's meta records the duplicates found and
+    dropped, the input columns not stored and the formula-like cells (PreparedRows.notes).
 
     Nothing is left behind on failure: the file and the dataset_info entry are
     written only after every row passed, and rolled back if the DB insert fails.
     """
     check_name(name)
-    prepared = rows if isinstance(rows, PreparedRows) else prepare_rows(kind, rows, fmt)
+    prepared = rows if isinstance(rows, PreparedRows) else prepare_rows(kind, rows, fmt, dedup=dedup)
     file_name = f"{name}.jsonl"
     target = wb.settings.datasets_dir / file_name
     with wb.files_lock:
@@ -641,7 +718,7 @@ def register_rows(
                 num_rows=prepared.num_rows,
                 sha256=prepared.sha256,
                 source=source,
-                meta=meta or {},
+                meta={**(meta or {}), **prepared.notes()},
             )
             with wb.session() as s:
                 s.add(ds)
@@ -661,14 +738,27 @@ def register_file(
     kind: str,
     fmt: str | None = None,
     column_map: dict[str, str] | None = None,
+    dedup: bool = False,
 ) -> Dataset:
     """Register a JSONL/JSON/CSV/Parquet file as a dataset of ``kind`` (sft, dpo, kto, cpt),
-    renaming columns with ``column_map`` ({expected name: column in the file})."""
+    renaming columns with ``column_map`` ({expected name: column in the file}); ``dedup``
+    leaves out rows that repeat an earlier row. The file's columns that the format does not
+    use are listed in meta["dropped_columns"], named as in the file."""
     path = Path(path)
     check_name(name)
-    rows = _mapped(read_rows(path), path, column_map)
+    prepared = prepare_rows(kind, _mapped(read_rows(path), path, column_map), fmt, dedup=dedup)
+    prepared = dataclasses.replace(
+        prepared, dropped_columns=_source_names(prepared.dropped_columns, column_map)
+    )
     meta = {"origin": path.name, "column_map": column_map or {}}
-    return register_rows(wb, name, kind, rows, fmt=fmt, meta=meta)
+    return register_rows(wb, name, kind, prepared, meta=meta)
+
+
+def default_name(path: Path | str) -> str:
+    """A dataset name from a file's name ("My data (2).csv" -> "My-data-2")."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(path)).stem)
+    name = re.sub(r"-*([_.])-*", r"\1", name)[:64].strip("-_.")
+    return name or "dataset"
 
 
 def list_datasets(wb: Workbench, kind: str | None = None) -> list[Dataset]:
