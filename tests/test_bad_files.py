@@ -354,3 +354,52 @@ def test_default_dataset_name_is_the_file_stem():
     assert datasets.default_name("/tmp/gradio/x/My data (2).v1.csv") == "My-data-2.v1"
     assert datasets.default_name("/tmp/gradio/x/__.json") == "dataset"
     assert len(datasets.default_name("/x/" + "a" * 100 + ".csv")) == 64
+
+
+def data_tab_fns(wb):
+    """The Data tab's event handlers by api name, as Gradio would call them."""
+    import gradio as gr
+
+    from tabs import data_tab
+
+    with gr.Blocks() as demo:
+        with gr.Tabs():
+            data_tab.build(wb)
+    return {f.api_name: f.fn for f in demo.fns.values() if f.api_name}, data_tab
+
+
+def test_data_tab_shows_notes_and_defaults_the_name_to_the_file_stem(wb, tmp_path):
+    import gradio as gr
+
+    fns, data_tab = data_tab_fns(wb)
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True)
+    src = folder / "support chats.csv"
+    src.write_text("instruction,output,id\n=1+2,b,1\n=1+2,b,2\nc,d,3\n")
+    assert data_tab.name_for(str(src), "  ") == "support-chats"
+    assert data_tab.name_for(str(src), " mine ") == "mine"
+    assert data_tab.name_for(None, "") == ""
+    # Uploads fill an empty name box, or replace the stem an earlier upload put there.
+    assert data_tab.name_after_upload(str(src), "", "") == ("support-chats", "support-chats")
+    assert data_tab.name_after_upload("/tmp/b.jsonl", "support-chats", "support-chats") == ("b", "b")
+    assert data_tab.name_after_upload("/tmp/b.jsonl", "mine", "support-chats") == ("mine", "support-chats")
+
+    message, _ = fns["preview_dataset"](str(src), "sft", "", False)
+    assert message == (
+        "3 rows · columns: id, instruction, output  \n✅ valid alpaca data  \n"
+        "⚠️ 1 duplicate row (the same as an earlier row once stored); tick **Drop duplicates** to leave "
+        "it out.  \nColumns not stored (the format does not use them): `id`.  \n"
+        "⚠️ 2 cells start with =, +, - or @: a spreadsheet would run such cells as formulas.")
+    message, frame = fns["register_dataset"](str(src), "", "sft", "", True)
+    assert list(frame["name"]) == ["support-chats"]
+    assert message == (
+        "Registered **support-chats**: 2 alpaca rows.  \n1 duplicate row dropped.  \n"
+        "Columns not stored (the format does not use them): `id`.  \n"
+        "⚠️ 1 cell starts with =, +, - or @: a spreadsheet would run such cells as formulas.")
+    # Errors show the file's base name only, never the upload folder.
+    bad = folder / "deep.jsonl"
+    bad.write_text("[" * 100000)
+    with pytest.raises(gr.Error) as e:
+        fns["register_dataset"](str(bad), "", "sft", "", False)
+    assert e.value.message == f"deep.jsonl row 1 (line 1) is nested too deeply: {DEEP}"
+    assert [d.name for d in datasets.list_datasets(wb)] == ["support-chats"]
