@@ -29,6 +29,61 @@ def _column_map(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in mapping.items()}
 
 
+def _code(text: str) -> str:
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def notes_lines(notes: dict) -> list[str]:
+    """What a user should know about stored rows (``inspect_file`` info or a Dataset's meta):
+    duplicate rows, columns not stored, formula-like cells."""
+    lines = []
+    dups, dropped = notes.get("duplicates") or 0, notes.get("duplicates_dropped") or 0
+    if dropped:
+        lines.append(f"{_count(dropped, 'duplicate row')} dropped.")
+    elif dups:
+        lines.append(f"⚠️ {_count(dups, 'duplicate row')} (the same as an earlier row once stored); "
+                     f"tick **Drop duplicates** to leave {'it' if dups == 1 else 'them'} out.")
+    if notes.get("dropped_columns"):
+        cols = ", ".join(_code(c) for c in notes["dropped_columns"])
+        lines.append(f"Columns not stored (the format does not use them): {cols}.")
+    cells = notes.get("formula_cells") or 0
+    if cells:
+        lines.append(f"⚠️ {_count(cells, 'cell')} start{'s' if cells == 1 else ''} with =, +, - or @: "
+                     "a spreadsheet would run such cells as formulas.")
+    return lines
+
+
+def preview_message(info: dict) -> str:
+    head = f"{info['total']} rows · columns: {', '.join(info['columns'])}"
+    verdict = (f"✅ valid {info['format']} data" if info["error"] is None
+               else f"❌ {info['error']}")
+    return "  \n".join([head, verdict, *notes_lines(info)])
+
+
+def registered_message(ds) -> str:
+    head = f"Registered **{ds.name}**: {ds.num_rows} {ds.format} rows."
+    return "  \n".join([head, *notes_lines(ds.meta or {})])
+
+
+def name_for(file, name: str | None) -> str:
+    """The name typed in, or else the uploaded file's stem."""
+    name = (name or "").strip()
+    return name or (datasets.default_name(file) if file else "")
+
+
+def name_after_upload(file, name: str | None, filled: str) -> tuple[str, str]:
+    """(name box, name filled in automatically) after an upload: an empty box, or one still
+    holding the previous file's stem, gets the new file's stem; a typed name stays."""
+    if (name or "").strip() in ("", filled):
+        filled = datasets.default_name(file) if file else ""
+        return filled, filled
+    return name or "", filled
+
+
 def build(wb: Workbench) -> gr.Tab:
     with gr.Tab("Data", id="data") as tab:
         gr.Markdown("### Datasets\nRegister a JSONL, JSON, CSV or Parquet file. Every row is validated "
@@ -40,41 +95,42 @@ def build(wb: Workbench) -> gr.Tab:
                 kind = gr.Dropdown(["sft", "dpo", "kto", "cpt"], value="sft", label="Used for")
                 column_map = gr.Code(label="Column map (optional): expected name: column in your file",
                                      language="yaml", value="", interactive=True)
+                dedup = gr.Checkbox(label="Drop duplicates", value=False,
+                                    info="leave out rows that repeat an earlier row exactly")
                 with gr.Row():
                     preview_btn = gr.Button("Preview")
                     register = gr.Button("Register dataset", variant="primary")
                 sample = gr.Button("Register the sample SFT dataset")
         status = gr.Markdown()
+        filled_name = gr.State("")
         preview = gr.JSON(label="Preview (first rows as they would be stored)", visible=False)
         table = gr.Dataframe(value=lambda: datasets_frame(wb), label="Registered datasets",
                              interactive=False)
 
         @user_errors
-        def on_preview(file, ds_kind, mapping):
+        def on_preview(file, ds_kind, mapping, drop_dups):
             if file is None:
                 raise gr.Error("choose a file first")
-            info = datasets.inspect_file(file, ds_kind, _column_map(mapping))
-            head = f"{info['total']} rows · columns: {', '.join(info['columns'])}"
-            verdict = (f"✅ valid {info['format']} data" if info["error"] is None
-                       else f"❌ {info['error']}")
-            return f"{head}  \n{verdict}", gr.update(value=info["preview"], visible=True)
+            info = datasets.inspect_file(file, ds_kind, _column_map(mapping), dedup=bool(drop_dups))
+            return preview_message(info), gr.update(value=info["preview"], visible=True)
 
         @user_errors
-        def on_register(file, ds_name, ds_kind, mapping):
+        def on_register(file, ds_name, ds_kind, mapping, drop_dups):
             if file is None:
                 raise gr.Error("choose a file first")
-            ds = datasets.register_file(wb, file, ds_name.strip(), ds_kind,
-                                        column_map=_column_map(mapping))
-            return f"Registered **{ds.name}**: {ds.num_rows} {ds.format} rows.", datasets_frame(wb)
+            ds = datasets.register_file(wb, file, name_for(file, ds_name), ds_kind,
+                                        column_map=_column_map(mapping), dedup=bool(drop_dups))
+            return registered_message(ds), datasets_frame(wb)
 
         @user_errors
         def on_sample():
             ds = datasets.register_file(wb, SAMPLE_SFT, "sample-sft", "sft")
-            return f"Registered **{ds.name}**: {ds.num_rows} {ds.format} rows.", datasets_frame(wb)
+            return registered_message(ds), datasets_frame(wb)
 
-        preview_btn.click(on_preview, [upload, kind, column_map], [status, preview],
+        upload.upload(name_after_upload, [upload, name, filled_name], [name, filled_name], show_api=False)
+        preview_btn.click(on_preview, [upload, kind, column_map, dedup], [status, preview],
                           api_name="preview_dataset")
-        register.click(on_register, [upload, name, kind, column_map], [status, table],
+        register.click(on_register, [upload, name, kind, column_map, dedup], [status, table],
                        api_name="register_dataset")
         sample.click(on_sample, None, [status, table], api_name="register_sample")
         tab.select(lambda: datasets_frame(wb), None, table, show_api=False)

@@ -82,7 +82,7 @@ def test_missing_file_and_wrong_suffix(wb, tmp_path):
     ({"messages": [{"role": "assistant", "content": "q"}], "chosen": "x", "rejected": "y"},
      "should be from user"),
     ({"messages": [{"role": "user", "content": "q"}], "chosen": "same", "rejected": "same"},
-     "identical"),
+     "row 1: chosen and rejected are the same answer"),
     ({"messages": [{"role": "user", "content": "q"}], "chosen": {"role": "user", "content": "x"},
       "rejected": "y"}, "assistant message"),
 ])
