@@ -38,7 +38,10 @@ def build_server(settings: Settings):
     from fastapi import FastAPI
 
     from app.bootstrap import open_workbench
-    from app.web.api import api_auth, api_user, arena_router, training_router
+    from app.web.arena_routes import arena_router
+    from app.web.auth import api_auth, api_user
+    from app.web.errors import install_api_fallback, install_error_handlers
+    from app.web.train_routes import training_router
     from tabs import build_ui
 
     wb = open_workbench(settings)
@@ -49,8 +52,14 @@ def build_server(settings: Settings):
     def healthz() -> dict:
         return {"ok": True, "schema": wb.schema_version}
 
-    server.include_router(training_router(wb), dependencies=api_auth(settings))
-    server.include_router(arena_router(wb, api_user), dependencies=api_auth(settings))
+    login = api_auth(settings)
+    for router in (training_router(wb, login), arena_router(wb, api_user, login)):
+        # Route by route, not include_router: newer FastAPI keeps an included router as one
+        # opaque entry, and the API fallback and the error-contract test read server.routes.
+        server.router.routes.extend(router.routes)
+    # The UI is mounted at / and would answer unknown /api paths with its own 404.
+    install_api_fallback(server)
+    install_error_handlers(server)
 
     server = gr.mount_gradio_app(server, demo, path="/", auth=list(settings.auth) or None)
     return server, demo, wb

@@ -53,9 +53,9 @@ def test_api_errors_are_clear(api):
                        ).status_code == 404
     bad = client.post("/api/train/sft", json={"model_id": model_id, "dataset_ids": [ds_id],
                                               "overrides": {"trust_remote_code": True}})
-    assert bad.status_code == 422 and "runs code" in bad.json()["error"]
+    assert bad.status_code == 422 and "runs code" in bad.json()["error"]["message"]
     wrong = client.post("/api/train/dpo", json={"model_id": model_id, "dataset_ids": [ds_id]})
-    assert wrong.status_code == 422 and "needs dpo" in wrong.json()["error"]
+    assert wrong.status_code == 422 and "needs dpo" in wrong.json()["error"]["message"]
     assert client.get("/api/runs/999").status_code == 404
     assert client.post("/api/train/sft", json={"dataset_ids": [ds_id]}).status_code == 422
     assert client.get("/api/runs").json() == []

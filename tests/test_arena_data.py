@@ -131,7 +131,7 @@ def test_arena_api(api):
     codes = [client.post("/api/predict", json={"model_id": a.id, "messages": [
         {"role": "user", "content": "again"}]}).status_code for _ in range(3)]
     assert codes[-1] == 429 and "try again in" in client.post("/api/predict", json={
-        "model_id": a.id, "messages": [{"role": "user", "content": "x"}]}).json()["error"]
+        "model_id": a.id, "messages": [{"role": "user", "content": "x"}]}).json()["error"]["message"]
 
 
 def test_fifty_concurrent_voters_lose_no_vote(api):
@@ -186,10 +186,12 @@ def test_refused_votes_cost_no_budget(tmp_path, stub):
             battle_ids.append(battle.id)
         with ServerThread(server) as srv, httpx.Client(base_url=srv.url) as c:
             assert c.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
-            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "c"}).status_code == 422
+            bad_choice = {"battle_id": battle_ids[0], "choice": "c"}
+            assert c.post("/api/feedback", json=bad_choice).status_code == 422
             codes = [c.post("/api/feedback", json={"battle_id": bid, "choice": "a"}).status_code
                      for bid in battle_ids]
             assert codes == [201, 201]
-            assert c.post("/api/feedback", json={"battle_id": battle_ids[0], "choice": "b"}).status_code == 429
+            over_budget = {"battle_id": battle_ids[0], "choice": "b"}
+            assert c.post("/api/feedback", json=over_budget).status_code == 429
     finally:
         wb.close()
