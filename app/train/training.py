@@ -260,14 +260,16 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
     spec = job_spec(folder, name, plan.env, plan.gpus)
     try:
         with wb.session() as s:  # the run and its job appear together or not at all
-            run.job_id = wb.jobs.submit(TRAIN, spec, s).id
+            run.job = wb.jobs.submit(TRAIN, spec, s)
+            run.job_id = run.job.id
             s.add(run)
             s.commit()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     wb.jobs.poke()
-    return get_run(wb, run.id)
+    # As committed (queued): a fresh read could already see the runner starting it.
+    return run
 
 
 def job_spec(folder: Path, name: str, env: dict[str, str], gpus: tuple[int, ...]) -> JobSpec:
