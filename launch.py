@@ -84,24 +84,52 @@ def build_voter_server(wb):
                                auth_message="Sign in with your voter account or an invite code."), demo
 
 
+# Seconds uvicorn waits for open responses when it stops, after Gradio's streams end.
+GRACE_S = 1
+
+
+def stop_gradio_streams(app) -> None:
+    """End the long-lived streams of each Gradio app mounted on ``app``: the session
+    heartbeat a browser tab or gradio_client keeps open, and the queue's event streams.
+    Gradio's own launch() does this when it closes; a mounted app is left to us, and
+    until then uvicorn's shutdown waits on those connections."""
+    for route in app.routes:
+        mounted = getattr(route, "app", None)
+        if hasattr(mounted, "stop_event") and hasattr(mounted, "get_blocks"):
+            mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"
+            mounted.stop_event.set()  # heartbeats return
+
+
+def uvicorn_server(app, host: str, port: int):
+    """A uvicorn server for ``app`` that stops within about a second, open tabs or not."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            stop_gradio_streams(app)  # here, on the server's own event loop
+            await super().shutdown(sockets)
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                 timeout_graceful_shutdown=GRACE_S))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if settings.chat_gpu is not None:  # before anything imports torch
         os.environ["CUDA_VISIBLE_DEVICES"] = str(settings.chat_gpu)
     server, _, wb = build_server(settings)
-    import uvicorn
+    workbench = uvicorn_server(server, settings.host, settings.port)
 
     print(f"Forgeloop on http://{settings.host}:{settings.port}  (storage: {settings.home})")
     if not settings.share:
-        uvicorn.run(server, host=settings.host, port=settings.port, log_level="warning")
+        workbench.run()
         return
     import threading
 
     from tabs import build_voter_app
 
-    threading.Thread(target=uvicorn.run, args=(server,), daemon=True,
-                     kwargs={"host": settings.host, "port": settings.port, "log_level": "warning"}).start()
+    threading.Thread(target=workbench.run, daemon=True).start()
     # Only the voter app goes through the share link; the workbench stays local.
     build_voter_app(wb).launch(server_name="127.0.0.1", server_port=settings.voter_port or settings.port + 1,
                                share=True, auth=voter_auth(wb),

@@ -1,13 +1,14 @@
-"""The training REST routes, served next to the UI, calling the same functions."""
+"""The training REST routes, served next to the UI, calling the same functions.
+The server is called in-process (TestClient runs the ASGI app, lifespan included)."""
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.core.settings import Settings
 from app.data import datasets
 from app.models import registry
 from app.train import training
-from tests.conftest import FAST, ROOT, ServerThread, make_workbench
+from tests.conftest import FAST, ROOT, make_workbench
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def api(tmp_path, starter_dir):
     ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
     wb.close()
     server, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
-    with ServerThread(server) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+    with TestClient(server) as client:
         yield client, wb, model.id, ds.id
     wb.close()
 
@@ -66,9 +67,9 @@ def test_api_requires_login_when_auth_is_set(tmp_path):
 
     server, _, wb = launch.build_server(Settings(home=tmp_path, auth=(("ann", "pw"),)))
     try:
-        with ServerThread(server) as srv:
-            assert httpx.get(f"{srv.url}/api/runs").status_code == 401
-            assert httpx.get(f"{srv.url}/api/runs", auth=("ann", "bad")).status_code == 401
-            assert httpx.get(f"{srv.url}/api/runs", auth=("ann", "pw")).json() == []
+        with TestClient(server) as client:
+            assert client.get("/api/runs").status_code == 401
+            assert client.get("/api/runs", auth=("ann", "bad")).status_code == 401
+            assert client.get("/api/runs", auth=("ann", "pw")).json() == []
     finally:
         wb.close()
