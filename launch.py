@@ -1,35 +1,59 @@
-"""Start Forgeloop: `python launch.py [--host H] [--port P] [--storage DIR] [--share] [--auth u:p]`."""
+"""Start Forgeloop: `python launch.py [--port P] [--storage DIR] [--auth user:pass] ...`."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 
-from app.core.settings import Settings, parse_auth
+from app.core.config import CONFIG_FILE, SPECS, SettingError, Spec, load_settings
+from app.core.settings import Settings
+
+METAVAR_BY_KIND = {"int": "N", "float": "N", "str": "TEXT", "path": "DIR", "auth": "USER:PASS",
+                   "pairs": "KEY=VALUE"}
+METAVAR_BY_NAME = {"host": "HOST", "port": "PORT", "voter_port": "PORT", "database_url": "URL",
+                   "chat_gpu": "INDEX"}
 
 
-def parse_settings(argv: list[str] | None = None) -> Settings:
-    p = argparse.ArgumentParser(prog="forgeloop", description=__doc__)
-    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    p.add_argument("--storage", default=None,
-                   help="runtime home for the DB, runs, models, datasets (env FORGELOOP_HOME)")
-    p.add_argument("--share", action="store_true",
-                   help="share the arena-only voter app through a public Gradio link "
-                        "(the workbench stays on --host/--port)")
-    p.add_argument("--voter-port", type=int, default=None,
-                   help="local port of the voter app with --share (default: --port + 1)")
-    p.add_argument("--chat-gpu", type=int, default=None,
-                   help="GPU index for arena models served in-process (default: the first visible)")
-    p.add_argument("--auth", action="append", metavar="USER:PASS",
-                   help="require a login; repeat for several accounts")
+def _help(spec: Spec) -> str:
+    """The help text, the variables that set it too, and the default (None: the text says)."""
+    notes = [f"env {' or '.join(spec.env)}"]
+    if spec.kind in ("auth", "pairs"):
+        env_form = "comma-separated" + (" or a JSON object" if spec.kind == "pairs" else "")
+        notes.insert(0, f"repeat for several; {env_form} in the env")
+    if spec.kind == "bool":
+        notes.append(f"default {'on' if spec.default else 'off'}")
+    elif spec.default is not None:
+        notes.append(f"default {spec.default or 'none'}")
+    return f"{spec.help} ({'; '.join(notes)})".replace("%", "%%")
+
+
+def settings_parser() -> argparse.ArgumentParser:
+    """One flag per Settings field, named after it (app/core/config.py)."""
+    p = argparse.ArgumentParser(
+        prog="forgeloop", description=__doc__,
+        epilog=f"Each option can also be set by its environment variable or as a key in {CONFIG_FILE} "
+               "in the storage folder. Flags win over the environment, which wins over the file.")
+    for spec in SPECS:
+        kw: dict = {"dest": spec.name, "default": None, "help": _help(spec)}
+        if spec.kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["metavar"] = METAVAR_BY_NAME.get(spec.name, METAVAR_BY_KIND[spec.kind])
+            if spec.kind in ("auth", "pairs"):
+                kw["action"] = "append"
+        p.add_argument(spec.flag, **kw)
+    return p
+
+
+def parse_settings(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, the environment and forgeloop.toml; a bad value exits with its source named."""
+    p = settings_parser()
     a = p.parse_args(argv)
     try:
-        auth = parse_auth(a.auth)
-    except ValueError as e:
+        return load_settings(vars(a), environ)
+    except SettingError as e:
         p.error(str(e))
-    return Settings.from_env(home=a.storage, host=a.host, port=a.port, share=a.share or None,
-                             auth=auth or None, voter_port=a.voter_port, chat_gpu=a.chat_gpu)
 
 
 def build_server(settings: Settings):
