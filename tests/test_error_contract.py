@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from app.core import errors
 from app.core.settings import Settings
 from app.web.errors import install_error_handlers
+from tests.conftest import make_workbench
 
 # The codes a client may see; documented in docs/guide/train.md#api.
 CODES = {"error", "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict",
@@ -203,3 +204,16 @@ def test_unexpected_errors_answer_500_in_the_same_shape():
         r = client.get("/api/engine")
         assert r.status_code == 502
         assert r.json() == {"error": {"code": "engine_error", "message": "the model server did not answer"}}
+
+
+def test_the_voter_server_has_no_rest_routes(tmp_path):
+    """Nothing there to hold to the contract: voters reach the arena through Gradio only."""
+    import launch
+
+    wb = make_workbench(tmp_path)
+    try:
+        app, _ = launch.build_voter_server(wb)
+        assert not [r for r in app.routes if isinstance(r, APIRoute)]
+        assert not [r for r in app.routes if getattr(r, "path", "").startswith("/api")]
+    finally:
+        wb.close()
