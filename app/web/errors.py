@@ -7,7 +7,6 @@ client reads every failure the same way.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,8 +17,6 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.core.errors import ForgeloopError, NotFound
-
-log = logging.getLogger(__name__)
 
 # Codes for HTTP errors that FastAPI or Starlette raise themselves.
 HTTP_CODES = {
@@ -54,27 +51,24 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
     return "invalid request: " + "; ".join(parts or ["it does not match the expected form"])
 
 
-async def _forgeloop_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ForgeloopError)
+# Each handler is registered for its own exception class (install_error_handlers).
+async def _forgeloop_error(_: Request, exc: ForgeloopError) -> JSONResponse:
     return error_response(exc.status, exc.code, str(exc))
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     return error_response(422, "invalid_input", describe_validation(list(exc.errors())))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     status = exc.status_code
     code = HTTP_CODES.get(status, "error" if status < 500 else "internal_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return error_response(status, code, message, headers=dict(exc.headers or {}))
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # Starlette logs and re-raises it after this answer; the client gets no traceback.
-    log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises it after this answer, so the server logs the traceback; the client gets none.
     return error_response(500, "internal_error", "internal error; the server log has the details")
 
 
