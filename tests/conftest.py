@@ -76,14 +76,18 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """Run a FastAPI app with uvicorn in a thread, on a free localhost port."""
+    """Run a FastAPI app with uvicorn in a thread, on a free localhost port.
+
+    For what needs real sockets (gradio_client, concurrent clients, subprocesses);
+    other tests call the app in-process through fastapi.testclient.TestClient."""
+
+    STOP_S = 5  # it stops in ~0.1 s (launch.uvicorn_server); more means something holds it
 
     def __init__(self, app) -> None:
-        import uvicorn
+        import launch
 
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        self.server = launch.uvicorn_server(app, "127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -99,9 +103,11 @@ class ServerThread:
             time.sleep(0.05)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.STOP_S)
+        if self.thread.is_alive() and exc_type is None:
+            raise RuntimeError(f"server still running {self.STOP_S} s after it was told to stop")
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,14 @@
-"""The training REST routes, served next to the UI, calling the same functions."""
+"""The training REST routes, served next to the UI, calling the same functions.
+The server is called in-process (TestClient runs the ASGI app, lifespan included)."""
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.core.settings import Settings
 from app.data import datasets
 from app.models import registry
 from app.train import training
-from tests.conftest import FAST, ROOT, ServerThread, make_workbench
+from tests.conftest import FAST, ROOT, make_workbench
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def api(tmp_path, starter_dir):
     ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft-data", "sft")
     wb.close()
     server, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
-    with ServerThread(server) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+    with TestClient(server) as client:
         yield client, wb, model.id, ds.id
     wb.close()
 
@@ -53,9 +54,9 @@ def test_api_errors_are_clear(api):
                        ).status_code == 404
     bad = client.post("/api/train/sft", json={"model_id": model_id, "dataset_ids": [ds_id],
                                               "overrides": {"trust_remote_code": True}})
-    assert bad.status_code == 422 and "runs code" in bad.json()["error"]
+    assert bad.status_code == 422 and "runs code" in bad.json()["error"]["message"]
     wrong = client.post("/api/train/dpo", json={"model_id": model_id, "dataset_ids": [ds_id]})
-    assert wrong.status_code == 422 and "needs dpo" in wrong.json()["error"]
+    assert wrong.status_code == 422 and "needs dpo" in wrong.json()["error"]["message"]
     assert client.get("/api/runs/999").status_code == 404
     assert client.post("/api/train/sft", json={"dataset_ids": [ds_id]}).status_code == 422
     assert client.get("/api/runs").json() == []
@@ -66,9 +67,9 @@ def test_api_requires_login_when_auth_is_set(tmp_path):
 
     server, _, wb = launch.build_server(Settings(home=tmp_path, auth=(("ann", "pw"),)))
     try:
-        with ServerThread(server) as srv:
-            assert httpx.get(f"{srv.url}/api/runs").status_code == 401
-            assert httpx.get(f"{srv.url}/api/runs", auth=("ann", "bad")).status_code == 401
-            assert httpx.get(f"{srv.url}/api/runs", auth=("ann", "pw")).json() == []
+        with TestClient(server) as client:
+            assert client.get("/api/runs").status_code == 401
+            assert client.get("/api/runs", auth=("ann", "bad")).status_code == 401
+            assert client.get("/api/runs", auth=("ann", "pw")).json() == []
     finally:
         wb.close()

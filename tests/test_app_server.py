@@ -5,9 +5,10 @@ import sys
 import time
 
 import httpx
+from fastapi.testclient import TestClient
 
 from app.core.settings import Settings
-from tests.conftest import ROOT, ServerThread, free_port
+from tests.conftest import ROOT, free_port
 
 
 def test_startup_imports_no_torch_and_answers(tmp_path):
@@ -52,14 +53,13 @@ def test_auth_protects_the_ui(tmp_path):
 
     server, _, wb = launch.build_server(Settings(home=tmp_path, auth=(("ann", "secret"),)))
     try:
-        with ServerThread(server) as srv:
-            config = httpx.get(f"{srv.url}/config")
-            assert config.status_code == 401
-            bad = httpx.post(f"{srv.url}/login", data={"username": "ann", "password": "nope"})
+        with TestClient(server) as anon:
+            assert anon.get("/config").status_code == 401
+            bad = anon.post("/login", data={"username": "ann", "password": "nope"})
             assert bad.status_code == 400
-            with httpx.Client(base_url=srv.url) as c:
-                ok = c.post("/login", data={"username": "ann", "password": "secret"})
-                assert ok.status_code == 200
-                assert c.get("/config").status_code == 200
+        with TestClient(server) as c:
+            ok = c.post("/login", data={"username": "ann", "password": "secret"})
+            assert ok.status_code == 200
+            assert c.get("/config").status_code == 200
     finally:
         wb.close()

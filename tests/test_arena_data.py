@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
 from app.arena import battles, leaderboard, preference_export
@@ -100,16 +101,32 @@ def test_kto_snapshot_passes_llamafactory_loader_and_leader_is_suggested(wb, sta
     assert suggestion == {"recipe": "dpo_lora", "model_id": starter.id, "dataset_ids": [dpo.id]}
 
 
-@pytest.fixture
-def api(tmp_path, stub):
+def arena_server(tmp_path, stub):
     import launch
 
     home = tmp_path / "home"
     models = home_with_served(home, stub)
     server, _, wb = launch.build_server(Settings(home=home, voter_votes_per_minute=0,
                                                  voter_messages_per_minute=3))
-    with ServerThread(server) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+    return server, wb, models
+
+
+@pytest.fixture
+def api(tmp_path, stub):
+    """The workbench server, called in-process."""
+    server, wb, models = arena_server(tmp_path, stub)
+    with TestClient(server) as client:
         yield client, wb, models
+    wb.close()
+
+
+@pytest.fixture
+def live_api(tmp_path, stub):
+    """The same server on a real socket, for many clients at once."""
+    server, wb, models = arena_server(tmp_path, stub)
+    with ServerThread(server) as srv:
+        yield srv.url, wb, models
+    wb.close()
 
 
 def test_arena_api(api):
@@ -134,11 +151,11 @@ def test_arena_api(api):
     codes = [client.post("/api/predict", json={"model_id": a.id, "messages": [
         {"role": "user", "content": "again"}]}).status_code for _ in range(3)]
     assert codes[-1] == 429 and "try again in" in client.post("/api/predict", json={
-        "model_id": a.id, "messages": [{"role": "user", "content": "x"}]}).json()["error"]
+        "model_id": a.id, "messages": [{"role": "user", "content": "x"}]}).json()["error"]["message"]
 
 
-def test_fifty_concurrent_voters_lose_no_vote(api):
-    client, wb, (a, b) = api
+def test_fifty_concurrent_voters_lose_no_vote(live_api):
+    url, wb, (a, b) = live_api
     battle_ids = []
     for i in range(50):
         battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
@@ -148,7 +165,7 @@ def test_fifty_concurrent_voters_lose_no_vote(api):
     codes = []
 
     def voter(bid, i):
-        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60) as c:
             barrier.wait()
             codes.append(c.post("/api/feedback", json={"battle_id": bid, "choice": "ab"[i % 2]}).status_code)
 
@@ -187,13 +204,14 @@ def test_refused_votes_cost_no_budget(tmp_path, stub):
             battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
             battles.play_turn(wb, battle.id, f"q{i}")
             battle_ids.append(battle.id)
-        with ServerThread(server) as srv, httpx.Client(base_url=srv.url) as c:
-            def feedback(bid, choice):
-                return c.post("/api/feedback", json={"battle_id": bid, "choice": choice}).status_code
-
-            assert feedback(999, "a") == 404
-            assert feedback(battle_ids[0], "c") == 422
-            assert [feedback(bid, "a") for bid in battle_ids] == [201, 201]
-            assert feedback(battle_ids[0], "b") == 429
+        with TestClient(server) as c:
+            assert c.post("/api/feedback", json={"battle_id": 999, "choice": "a"}).status_code == 404
+            bad_choice = {"battle_id": battle_ids[0], "choice": "c"}
+            assert c.post("/api/feedback", json=bad_choice).status_code == 422
+            codes = [c.post("/api/feedback", json={"battle_id": bid, "choice": "a"}).status_code
+                     for bid in battle_ids]
+            assert codes == [201, 201]
+            over_budget = {"battle_id": battle_ids[0], "choice": "b"}
+            assert c.post("/api/feedback", json=over_budget).status_code == 429
     finally:
         wb.close()

@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from gradio_client import Client
 from sqlmodel import select
 
@@ -17,7 +18,8 @@ WORKBENCH_WORDS = ("train", "register", "delete", "export", "invite", "voter", "
 
 
 @pytest.fixture
-def voter_app(tmp_path, stub):
+def voter_server(tmp_path, stub):
+    """The voter app's server (not yet listening), its workbench and an invite code."""
     import launch
 
     home = tmp_path / "home"
@@ -30,16 +32,24 @@ def voter_app(tmp_path, stub):
 
     wb = open_workbench(Settings(home=home, voter_messages_per_minute=2))
     app, _ = launch.build_voter_server(wb)
-    with ServerThread(app) as srv:
-        yield srv.url, wb, code
+    yield app, wb, code
     wb.close()
 
 
-def test_login_is_required_and_invites_work(voter_app):
-    url, wb, code = voter_app
-    assert httpx.get(f"{url}/config").status_code == 401
-    assert httpx.post(f"{url}/login", data={"username": "ann", "password": "wrong"}).status_code == 400
-    with httpx.Client(base_url=url) as c:
+@pytest.fixture
+def voter_app(voter_server):
+    """The voter app on a real socket, for gradio_client."""
+    app, wb, code = voter_server
+    with ServerThread(app) as srv:
+        yield srv.url, wb, code
+
+
+def test_login_is_required_and_invites_work(voter_server):
+    app, wb, code = voter_server
+    with TestClient(app) as anon:
+        assert anon.get("/config").status_code == 401
+        assert anon.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+    with TestClient(app) as c:
         assert c.post("/login", data={"username": "newbie", "password": code}).status_code == 200
         assert c.get("/config").status_code == 200
     assert "newbie" in [v.username for v in voters.list_voters(wb)]

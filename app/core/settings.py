@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,56 +14,39 @@ def parse_auth(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
     for item in pairs or []:
         user, sep, password = item.partition(":")
         if not sep or not user or not password:
-            raise ValueError(f"--auth expects user:password, got {item!r}")
+            raise ValueError(f"expected user:password, got {item!r}")
         out.append((user, password))
     return tuple(out)
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One instance's settings. Each field is reachable as a flag, a FORGELOOP_* variable
+    and a forgeloop.toml key (app/core/config.py); HELP below says what it does."""
+
     home: Path = DEFAULT_HOME
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    # Local port of the shared voter app (default: port + 1).
     voter_port: int | None = None
     auth: tuple[tuple[str, str], ...] = ()
     database_url: str | None = None
-    # Environment passed to every training subprocess on top of os.environ
-    # (e.g. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT for several machines).
     job_env: dict[str, str] = field(default_factory=dict)
-    # Let training overrides use trust_remote_code and files outside storage/recipes.
     allow_unsafe_overrides: bool = False
-    # Arena: a finished training run's model joins the arena by itself.
     auto_arena: bool = True
-    # Arena limits, applied to voters in the shared app (and to the API).
     voter_messages_per_minute: int = 12
     voter_votes_per_minute: int = 30
     max_prompt_chars: int = 4000
     max_turns: int = 8
-    # Voters may see the leaderboard.
     voter_leaderboard: bool = True
-    # Local chat models: how many stay loaded and how much memory they may use.
     chat_cache_models: int = 3
     chat_cache_gib: float = 8.0
-    # GPU index for in-process chat models (None: the first visible device, or CPU).
     chat_gpu: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
-
-    @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        """Defaults < environment (FORGELOOP_HOME, DATABASE_URL) < explicit overrides."""
-        values: dict = {}
-        if os.environ.get("FORGELOOP_HOME"):
-            values["home"] = Path(os.environ["FORGELOOP_HOME"])
-        if os.environ.get("DATABASE_URL"):
-            values["database_url"] = os.environ["DATABASE_URL"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
     @property
     def db_url(self) -> str:
@@ -86,3 +68,28 @@ class Settings:
     def jobs_dir(self) -> Path:
         """Folders of jobs that are not training runs (builds, exports, ...)."""
         return self.home / "jobs"
+
+
+# What each setting does: the --help text, the README table's meaning column.
+HELP: dict[str, str] = {
+    "home": "storage folder: database, datasets, runs, models and forgeloop.toml",
+    "host": "interface the workbench binds",
+    "port": "port of the workbench",
+    "share": "share the arena-only voter app through a public Gradio link (the workbench stays local)",
+    "voter_port": "local port of the voter app with share (default: port + 1)",
+    "auth": "require this login (user:password) for the workbench and its API",
+    "database_url": "SQLAlchemy URL of the database (default: forgeloop.db in the storage folder)",
+    "job_env": "environment for every training job on top of the server's "
+               "(e.g. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT for several machines)",
+    "allow_unsafe_overrides": "let training overrides use trust_remote_code and files outside storage and "
+                              "recipes/",
+    "auto_arena": "a finished training run's model joins the arena by itself",
+    "voter_messages_per_minute": "arena messages one voter or API caller may send a minute (0: no limit)",
+    "voter_votes_per_minute": "votes one voter or API caller may cast a minute (0: no limit)",
+    "max_prompt_chars": "longest arena message, in characters",
+    "max_turns": "most turns in one arena battle",
+    "voter_leaderboard": "voters may see the leaderboard in the voter app",
+    "chat_cache_models": "local chat models kept loaded at once",
+    "chat_cache_gib": "memory the loaded local chat models may use, in GiB",
+    "chat_gpu": "GPU index for in-process chat models (default: the first visible one, or the CPU)",
+}

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from app.core.config import how_to_enable
 from app.core.errors import InvalidInput
 
 # LLaMA-Factory 0.9.5 training keys a user may set (tests check each still exists there).
@@ -82,8 +83,8 @@ def validate_overrides(
             problems.append(f"{key} is set by Forgeloop from the form; change it there")
         elif key in CODE_KEYS:
             if not allow_unsafe:
-                problems.append(f"{key} runs code from the model repository; enable "
-                                "allow_unsafe_overrides in the settings to use it")
+                problems.append(f"{key} runs code from the model repository; to allow it, start "
+                                f"Forgeloop with {how_to_enable('allow_unsafe_overrides')}")
         elif key not in ALLOWED_KEYS:
             problems.append(f"{key} is not a LLaMA-Factory training key Forgeloop allows")
         elif key == "deepspeed" and not allow_unsafe:

@@ -267,11 +267,13 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
 def queue_run(wb: Workbench, run: Run, spec: JobSpec) -> Run:
     """Store a run with its queued job: both appear together or not at all."""
     with wb.session() as s:
-        run.job_id = wb.jobs.submit(TRAIN, spec, s).id
+        run.job = wb.jobs.submit(TRAIN, spec, s)
+        run.job_id = run.job.id
         s.add(run)
         s.commit()
     wb.jobs.poke()
-    return get_run(wb, run.id)
+    # As committed (queued): a fresh read could already see the runner starting it.
+    return run
 
 
 def job_spec(folder: Path, name: str, env: dict[str, str], gpus: tuple[int, ...]) -> JobSpec:

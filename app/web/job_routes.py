@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from fastapi.params import Depends
 
 from app.core.tables import Job
 from app.models import registry
@@ -24,8 +26,9 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def jobs_router(wb: Workbench) -> APIRouter:
-    r = APIRouter(prefix="/api")
+def jobs_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
+    """Job routes, each needing ``dependencies`` (the login check with --auth)."""
+    r = APIRouter(prefix="/api", dependencies=list(dependencies))
 
     @r.get("/jobs")
     def jobs(kind: str | None = None, limit: int = 100):

@@ -1,0 +1,86 @@
+"""Training REST routes: start, follow and cancel runs. They call the same functions as the Train tab."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from fastapi.params import Depends
+from pydantic import BaseModel, Field
+
+from app.core.errors import InvalidInput, NotFound
+from app.train import training
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+
+DEFAULT_RECIPES = {"cpt": "cpt_lora", "sft": "sft_lora", "dpo": "dpo_lora", "kto": "kto_lora"}
+
+
+class TrainBody(BaseModel):
+    model_id: int
+    dataset_ids: list[int]
+    recipe: str | None = None
+    name: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    gpus: list[int] = Field(default_factory=list)
+    deepspeed: str | None = None
+    val_size: float = 0.0
+
+
+def run_json(run) -> dict[str, Any]:
+    return {
+        "id": run.id, "name": run.name, "stage": run.stage, "status": run.status,
+        "recipe": run.recipe, "model_id": run.model_id, "dataset_ids": run.dataset_ids,
+        "output_model_id": run.output_model_id, "metrics": run.metrics, "error": run.error,
+        "gpus": run.gpus, "created_at": run.created_at.isoformat() if run.created_at else None,
+        "command": training.shell_command(run),
+    }
+
+
+def training_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
+    """The routes, each needing ``dependencies`` (the login check with --auth)."""
+    r = APIRouter(prefix="/api", dependencies=list(dependencies))
+
+    @r.post("/train/{stage}", status_code=201)
+    def train(stage: str, body: TrainBody):
+        if stage not in DEFAULT_RECIPES:
+            raise NotFound(f"unknown stage {stage!r}; use {', '.join(DEFAULT_RECIPES)}")
+        recipe = body.recipe or DEFAULT_RECIPES[stage]
+        if training.get_recipe(recipe).stage != stage:
+            raise InvalidInput(f"recipe {recipe!r} is not a {stage} recipe")
+        req = training.TrainRequest(recipe=recipe, model_id=body.model_id, dataset_ids=body.dataset_ids,
+                                    name=body.name, overrides=body.overrides, gpus=body.gpus,
+                                    deepspeed=body.deepspeed, val_size=body.val_size)
+        return run_json(training.start_run(wb, req))
+
+    @r.get("/runs")
+    def runs():
+        return [run_json(x) for x in training.list_runs(wb)]
+
+    @r.get("/runs/{run_id}")
+    def run(run_id: int):
+        view = training.run_view(wb, run_id)
+        view.pop("points")
+        return view
+
+    @r.post("/runs/{run_id}/cancel")
+    def cancel(run_id: int):
+        return run_json(training.cancel_run(wb, run_id))
+
+    @r.get("/experiments")
+    def experiments():
+        out = []
+        for x in training.list_runs(wb):
+            row = run_json(x)
+            row["params"] = {k: x.config.get(k) for k in training.KEY_PARAMS if k in x.config}
+            out.append(row)
+        return out
+
+    @r.get("/metrics/{run_id}")
+    def metrics(run_id: int):
+        run = training.get_run(wb, run_id)
+        return {"run_id": run_id, "records": wb.jobs.progress(run.job).records}
+
+    return r
