@@ -25,7 +25,8 @@ CODES = {"error", "bad_request", "unauthorized", "forbidden", "not_found", "meth
 MISSING_ID = 999_999
 API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel",
              "/api/experiments", "/api/metrics/{run_id}", "/api/predict", "/api/feedback",
-             "/api/leaderboard", "/api/battles"}
+             "/api/leaderboard", "/api/battles", "/api/jobs", "/api/jobs/{job_id}",
+             "/api/jobs/{job_id}/cancel"}
 
 
 @pytest.fixture(scope="module")

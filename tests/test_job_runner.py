@@ -279,3 +279,33 @@ def test_resume_forgets_the_steps_after_the_checkpoint_and_refuses_a_finished_on
     with pytest.raises(Conflict, match="already reached its last step"):
         training.resume_run(wb, done.id)
     assert training.get_run(wb, done.id).metrics == done.metrics
+
+
+def test_jobs_rest_routes_list_follow_and_cancel_any_job(tmp_path):
+    from fastapi.testclient import TestClient
+
+    import launch
+    from app.core.settings import Settings
+
+    server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    try:
+        with wb.session() as s:
+            base = ModelVersion(name="base", kind="base", base_path=str(tmp_path / "base"))
+            s.add(base)
+            s.commit()
+            s.refresh(base)
+        run = fake_run(wb, base, "via-rest", steps=300, delay=0.02)
+        with TestClient(server) as client:
+            wait_until(lambda: client.get(f"/api/jobs/{run.job_id}").json()["step"] >= 2, what="step 2")
+            listed = client.get("/api/jobs", params={"kind": "train"}).json()
+            assert [(j["id"], j["kind"], j["title"]) for j in listed] == [(run.job_id, "train", "via-rest")]
+            assert client.get("/api/jobs", params={"kind": "starter"}).json() == []
+            assert client.post(f"/api/jobs/{run.job_id}/cancel").json()["status"] == "running"
+            job = wb.jobs.wait(run.job_id, 30)
+            detail = client.get(f"/api/jobs/{job.id}").json()
+            assert detail["status"] == "cancelled" and detail["resources"] == ["cpu"]
+            assert "ran" in detail["log"] and detail["percent"] < 100
+            again = client.post(f"/api/jobs/{job.id}/cancel")
+            assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    finally:
+        wb.close()

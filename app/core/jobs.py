@@ -164,6 +164,9 @@ class JobRunner:
     def register(self, kind: JobKind) -> None:
         self._kinds[kind.name] = kind
 
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
     def kind(self, name: str) -> JobKind:
         found = self._kinds.get(name)
         if found is None:

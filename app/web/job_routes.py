@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from fastapi.params import Depends
 
+from app.core.errors import InvalidInput
 from app.core.tables import Job
-from app.models import registry
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -32,6 +32,9 @@ def jobs_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
 
     @r.get("/jobs")
     def jobs(kind: str | None = None, limit: int = 100):
+        known = wb.jobs.kinds()
+        if kind is not None and kind not in known:  # a typo is an error, not an empty list
+            raise InvalidInput(f"kind must be one of {', '.join(known)}; got {kind!r}")
         return [job_json(j) for j in wb.jobs.list(kind=kind, limit=min(max(limit, 1), 1000))]
 
     @r.get("/jobs/{job_id}")
@@ -42,9 +45,5 @@ def jobs_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     @r.post("/jobs/{job_id}/cancel")
     def cancel(job_id: int):
         return job_json(wb.jobs.cancel(job_id))
-
-    @r.post("/models/starter", status_code=202)
-    def build_starter(name: str = registry.STARTER_NAME):
-        return job_json(registry.start_starter_build(wb, name))
 
     return r
