@@ -89,13 +89,14 @@ def build(wb: Workbench) -> gr.Tab:
                 if view["status"] in FINISHED:
                     break
                 note = f"Building the starter model (job #{job.id})…"
-                yield note, gr.skip(), gr.skip(), progress_html(view)
+                yield note, gr.skip(), gr.skip(), progress_html(view), gr.skip(), gr.skip()
                 time.sleep(0.5)
             if view["status"] != "succeeded":
                 raise gr.Error(f"building the starter model {view['status']}: {view['error']}")
             mv = registry.get_model(wb, view["result"]["model_id"])
+            choices = gr.update(choices=model_choices(wb))  # the pickers below learn the new model
             yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
-                   models_frame(wb), gr.update(visible=False), progress_html(view))
+                   models_frame(wb), gr.update(visible=False), progress_html(view), choices, choices)
 
         @user_errors
         def on_add(n, p, t):
@@ -133,7 +134,7 @@ def build(wb: Workbench) -> gr.Tab:
         arena_off.click(lambda i: on_arena(i, False), target, [status, table], api_name="arena_off")
         unload.click(on_unload, target, [status, table], api_name="unload_model")
         delete.click(on_delete, target, [status, table], api_name="delete_model")
-        starter.click(on_starter, None, [status, table, starter_box, starter_progress],
+        starter.click(on_starter, None, [status, table, starter_box, starter_progress, target, pick],
                       api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)

@@ -119,6 +119,41 @@ def test_train_from_the_browser(page, server, tmp_path):
 
 
 @pytest.fixture
+def empty_server(tmp_path):
+    import launch
+
+    app, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    with ServerThread(app) as srv:
+        yield srv, wb
+    wb.close()
+
+
+def test_a_new_user_builds_the_starter_and_follows_the_job(page, empty_server, tmp_path):
+    from playwright.sync_api import expect
+
+    srv, wb = empty_server
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Registry").click()
+    page.get_by_role("button", name="Create starter model").click()
+    expect(page.locator(".fl-progress").first).to_be_visible(timeout=60_000)  # a live bar while it builds
+    expect(page.get_by_text("Created starter-tiny")).to_be_visible(timeout=300_000)
+    expect(page.locator("table").get_by_text("starter-tiny", exact=True).first).to_be_visible()
+    (job,) = wb.jobs.list()
+    assert job.kind == "starter" and job.status == "succeeded"
+
+    # The same job in the panel every job kind shares.
+    page.get_by_text("Background jobs").click()
+    page.get_by_label("Job", exact=True).click()
+    page.get_by_role("option", name=f"#{job.id} starter: build starter-tiny (succeeded)").click()
+    panel = page.locator(".fl-progress[data-status='succeeded']").last
+    expect(panel).to_contain_text("build starter-tiny")
+    expect(panel).to_contain_text("100%")
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "jobs.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture
 def arena_server(tmp_path, stub):
     import launch
 
