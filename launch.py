@@ -118,7 +118,7 @@ def stop_gradio_streams(app) -> None:
     heartbeat a browser tab or gradio_client keeps open, and the queue's event streams.
     Gradio's own launch() does this when it closes; a mounted app is left to us, and
     until then uvicorn's shutdown waits on those connections."""
-    for route in app.routes:
+    for route in getattr(app, "routes", ()):  # any ASGI app may be served; only FastAPI ones mount Gradio
         mounted = getattr(route, "app", None)
         if hasattr(mounted, "stop_event") and hasattr(mounted, "get_blocks"):
             mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"

@@ -133,7 +133,8 @@ def test_the_api_charges_only_answered_predictions(servers):
         assert [r.status_code for r in refused] == [422, 422, 422, 404, 502]
         assert [predict(c, a.id, "hi").status_code for _ in range(2)] == [200, 200]
         limited = predict(c, a.id, "hi")
-        assert limited.status_code == 429 and limited.json()["error"]["message"].startswith("too many messages")
+        assert limited.status_code == 429
+        assert limited.json()["error"]["message"].startswith("too many messages")
 
 
 def test_the_voter_app_charges_only_answered_messages(servers):

@@ -223,7 +223,7 @@ def test_named_battle_between_base_and_finetune(page, duel_server):
 
     page.goto(duel_server.url)
     page.get_by_role("tab", name="Arena").click()
-    page.get_by_label("Named").check()
+    page.get_by_label("Named", exact=True).check()
     page.get_by_label("Model A").click()
     page.get_by_role("option", name="starter (base)").click()
     page.get_by_label("Model B").click()
