@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import Mapping
 
-from app.core.config import CONFIG_FILE, SPECS, SettingError, Spec, load_settings
+from app.core.config import CONFIG_FILE, SPECS, SettingError, Spec, check_exposure, load_settings
 from app.core.settings import Settings
 
 METAVAR_BY_KIND = {"int": "N", "float": "N", "str": "TEXT", "path": "DIR", "auth": "USER:PASS",
@@ -47,11 +47,14 @@ def settings_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, the environment and forgeloop.toml; a bad value exits with its source named."""
+    """Settings from flags, the environment and forgeloop.toml; a bad value exits with its source
+    named, and so does a workbench open to the network without a login."""
     p = settings_parser()
     a = p.parse_args(argv)
     try:
-        return load_settings(vars(a), environ)
+        settings = load_settings(vars(a), environ)
+        check_exposure(settings)
+        return settings
     except SettingError as e:
         p.error(str(e))
 
