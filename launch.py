@@ -65,6 +65,7 @@ def build_server(settings: Settings):
     from fastapi import FastAPI
 
     from app.bootstrap import open_workbench
+    from app.web.access import AccessGate, workbench_gate
     from app.web.arena_routes import arena_router
     from app.web.auth import api_auth, api_user
     from app.web.errors import install_api_fallback, install_error_handlers
@@ -90,7 +91,50 @@ def build_server(settings: Settings):
     install_error_handlers(server)
 
     server = gr.mount_gradio_app(server, demo, path="/", auth=list(settings.auth) or None)
+    ui = quiet_failures(server)
+    gate = workbench_gate(settings, gradio_login(ui))
+    if gate is not None:
+        accept_in_gradio(ui, gate["user_of"])
+        server.add_middleware(AccessGate, **gate)
     return server, demo, wb
+
+
+def mounted_gradio_apps(app) -> list:
+    """The Gradio apps mounted on ``app``."""
+    return [r.app for r in app.routes if hasattr(getattr(r, "app", None), "get_blocks")]
+
+
+def quiet_failures(app):
+    """The Gradio app mounted on ``app``, set to answer an unexpected error with a plain 500:
+    Gradio builds it in debug mode, which sends the traceback to the client."""
+    (ui,) = mounted_gradio_apps(app)
+    ui.debug = False  # read when the app builds its middleware, at the first request
+    return ui
+
+
+def gradio_login(ui):
+    """Who a connection is signed in as through ``ui``'s login form (its session cookie)."""
+    names = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")
+
+    def user_of(conn) -> str | None:
+        for name in names:
+            token = conn.cookies.get(name)
+            if token and token in ui.tokens:
+                return ui.tokens[token]
+        return None
+
+    return user_of
+
+
+def accept_in_gradio(ui, user_of) -> None:
+    """Let Gradio's own login checks (config, files, queue, uploads) accept whoever the
+    gate accepts, HTTP Basic included: they all ask Gradio's get_current_user."""
+    from app.web.access import as_dependency, walk_routes
+
+    current = [r.endpoint for _, r in walk_routes(ui.routes) if getattr(r, "name", "") == "get_current_user"]
+    if not current:
+        raise RuntimeError("this Gradio has no get_current_user route; check launch.accept_in_gradio")
+    ui.dependency_overrides[current[0]] = as_dependency(user_of)
 
 
 def voter_auth(wb):
@@ -121,11 +165,9 @@ def stop_gradio_streams(app) -> None:
     heartbeat a browser tab or gradio_client keeps open, and the queue's event streams.
     Gradio's own launch() does this when it closes; a mounted app is left to us, and
     until then uvicorn's shutdown waits on those connections."""
-    for route in app.routes:
-        mounted = getattr(route, "app", None)
-        if hasattr(mounted, "stop_event") and hasattr(mounted, "get_blocks"):
-            mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"
-            mounted.stop_event.set()  # heartbeats return
+    for mounted in mounted_gradio_apps(app):
+        mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"
+        mounted.stop_event.set()  # heartbeats return
 
 
 def uvicorn_server(app, host: str, port: int):

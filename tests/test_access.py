@@ -71,3 +71,62 @@ def test_with_auth_the_verified_account_votes(arena_home):
             assert vote(client, third, auth=(OTHER_ADMIN, OTHER_PW)).json()["voter"] == OTHER_ADMIN
     finally:
         wb.close()
+
+
+# -- the workbench with --auth: one login for every route but the health check -------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """The workbench with --auth, called in-process."""
+    import launch
+
+    server, _, wb = launch.build_server(Settings(home=tmp_path_factory.mktemp("home"),
+                                                 auth=((ADMIN, ADMIN_PW),)))
+    with TestClient(server, raise_server_exceptions=False) as client:
+        yield server, client
+    wb.close()
+
+
+def logged_in(server) -> TestClient:
+    """A client holding the UI's login cookie (and no HTTP Basic credentials)."""
+    client = TestClient(server, raise_server_exceptions=False)
+    assert client.post("/login", data={"username": ADMIN, "password": ADMIN_PW}).status_code == 200
+    return client
+
+
+def assert_refused(r) -> None:
+    where = f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}"
+    assert r.status_code == 401, where
+    assert set(r.json()) == {"error"} and r.json()["error"]["code"] == "unauthorized", where
+
+
+def test_auth_guards_the_api_docs_and_either_login_opens_them(guarded):
+    server, client = guarded
+    with logged_in(server) as browser:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            for auth in (None, (ADMIN, "wrong"), ("mallory", ADMIN_PW)):
+                assert_refused(client.get(path, auth=auth))
+            assert client.get(path, auth=(ADMIN, ADMIN_PW)).status_code == 200, path
+            assert browser.get(path).status_code == 200, path
+    assert "/api/feedback" in client.get("/openapi.json", auth=(ADMIN, ADMIN_PW)).json()["paths"]
+    assert client.get("/healthz").json()["ok"] is True
+
+
+def test_auth_guards_gradio_files_and_uploads_for_basic_and_cookie_logins(guarded):
+    server, client = guarded
+    upload = {"files": ("note.txt", b"for admins only")}
+    assert_refused(client.post("/gradio_api/upload", files=upload))
+    stored = client.post("/gradio_api/upload", files=upload, auth=(ADMIN, ADMIN_PW))
+    assert stored.status_code == 200, stored.text
+    url = f"/gradio_api/file={stored.json()[0]}"
+    for path in (url, url.replace("/gradio_api", "", 1)):
+        assert_refused(client.get(path))
+        assert_refused(client.get(path, auth=(ADMIN, "wrong")))
+    assert client.get(url, auth=(ADMIN, ADMIN_PW)).content == b"for admins only"
+    with logged_in(server) as browser:
+        assert browser.get(url).content == b"for admins only"
+        assert browser.get("/config").status_code == 200
+        # The REST API takes HTTP Basic only: a cookie there would let any site post as the admin.
+        assert_refused(browser.get("/api/runs"))
+
