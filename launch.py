@@ -144,16 +144,32 @@ def voter_auth(wb):
     return lambda username, password: voters.authenticate(wb, username, password)
 
 
+VOTER_LOGIN = "Sign in with your voter account or an invite code."
+
+
 def build_voter_server(wb):
-    """The arena-only voter app on its own FastAPI app, behind voter logins."""
+    """The arena-only voter app on its own FastAPI app, behind voter logins, for strangers:
+    no API docs, no uploads, capped bodies, event calls checked, no route without a login
+    but the login page. --auth accounts are not voters."""
     import gradio as gr
     from fastapi import FastAPI
 
+    from app.web.access import AccessGate
+    from app.web.guards import BodyLimit, VoterRules, events_of, voter_body_limit
     from tabs import build_voter_app
 
     demo = build_voter_app(wb)
-    return gr.mount_gradio_app(FastAPI(title="Forgeloop Arena"), demo, path="/", auth=voter_auth(wb),
-                               auth_message="Sign in with your voter account or an invite code."), demo
+    server = FastAPI(title="Forgeloop Arena", docs_url=None, redoc_url=None, openapi_url=None)
+    # show_error off: voters read gr.Error messages, not the text of unexpected exceptions.
+    server = gr.mount_gradio_app(server, demo, path="/", auth=voter_auth(wb), auth_message=VOTER_LOGIN,
+                                 show_error=False, app_kwargs={"openapi_url": None})
+    ui = quiet_failures(server)
+    # The last added runs first: the size cap, then the login, then the voter rules.
+    server.add_middleware(VoterRules, events=events_of(demo.config))
+    server.add_middleware(AccessGate, user_of=gradio_login(ui),
+                          message="sign in first: log in at / with your voter account or an invite code")
+    server.add_middleware(BodyLimit, max_bytes=voter_body_limit(wb.settings))
+    return server, demo
 
 
 # Seconds uvicorn waits for open responses when it stops, after Gradio's streams end.
@@ -195,15 +211,52 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.share:
         workbench.run()
         return
-    import threading
-
-    from tabs import build_voter_app
-
-    threading.Thread(target=workbench.run, daemon=True).start()
     # Only the voter app goes through the share link; the workbench stays local.
-    build_voter_app(wb).launch(server_name="127.0.0.1", server_port=settings.voter_port or settings.port + 1,
-                               share=True, auth=voter_auth(wb),
-                               auth_message="Sign in with your voter account or an invite code.")
+    voter_server, url = share_voters(wb, settings.voter_port or settings.port + 1)
+    print(f"Voter app shared at {url}" if url else "Could not open a share link; see the message above.")
+    try:
+        workbench.run()
+    finally:
+        voter_server.should_exit = True
+        close_tunnels()
+
+
+def share_voters(wb, port: int, open_tunnel=None):
+    """Serve the voter server (`build_voter_server`, with all its guards) on 127.0.0.1:``port``
+    and open a public link to it; returns the uvicorn server and the link (None if the
+    tunnel failed). ``open_tunnel(host, port, token)`` defaults to Gradio's share tunnel."""
+    import threading
+    import time
+
+    app, demo = build_voter_server(wb)
+    server = uvicorn_server(app, "127.0.0.1", port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the voter app could not listen on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    demo.share = True  # robots.txt then asks crawlers to stay away
+    try:
+        return server, (open_tunnel or gradio_tunnel)("127.0.0.1", port, demo.share_token)
+    except Exception as e:  # no network: the workbench still runs, as with Gradio's own launch()
+        print(f"Could not create a share link: {e}")
+        return server, None
+
+
+def gradio_tunnel(host: str, port: int, token: str) -> str:
+    """A public https link to ``host:port`` through Gradio's share servers."""
+    from gradio import networking
+
+    address = networking.setup_tunnel(host, port, token, None, None)
+    return "https://" + address.split("://", 1)[-1]
+
+
+def close_tunnels() -> None:
+    from gradio.tunneling import CURRENT_TUNNELS
+
+    for tunnel in CURRENT_TUNNELS:
+        tunnel.kill()
 
 
 if __name__ == "__main__":
