@@ -27,7 +27,8 @@ EVENT_OVERHEAD_BYTES = 16 * 1024
 NO_FILES = ("/gradio_api/upload", "/gradio_api/process_recording")
 NOT_FOR_VOTERS = ("/openapi.json", "/docs", "/redoc", "/monitoring", "/gradio_api/openapi.json",
                   "/gradio_api/run/", "/gradio_api/api/", "/gradio_api/component_server",
-                  "/gradio_api/dev/", "/gradio_api/proxy=", "/gradio_api/vibe-", "/gradio_api/undo-vibe-")
+                  "/gradio_api/stream/", "/gradio_api/dev/", "/gradio_api/proxy=", "/gradio_api/vibe-",
+                  "/gradio_api/undo-vibe-")
 # The routes that run an event: by its index (queue/join) or by its API name.
 EVENT_CALL = re.compile(r"/gradio_api/(?:queue/join|call/(?P<name>[^/]+))/?")
 
@@ -141,7 +142,9 @@ class VoterRules:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(NO_FILES):
+        if scope["type"] == "websocket" and path.startswith(NOT_FOR_VOTERS):
+            await send({"type": "websocket.close", "code": 1008})
+        elif scope["type"] == "http" and path.startswith(NO_FILES):
             await error_response(403, "forbidden", "the arena takes no files")(scope, receive, send)
         elif scope["type"] == "http" and path.startswith(NOT_FOR_VOTERS):
             await error_response(404, "not_found", f"no route {path} on the voter app")(scope, receive, send)
