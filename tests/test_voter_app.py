@@ -187,7 +187,7 @@ MALFORMED_CALLS = [
     ("/gradio_api/call/arena_send", b'{"data": [1]}'),
     ("/gradio_api/call/arena_new", b'{"data": [1, 2, 3]}'),
     ("/gradio_api/call/no_such_event", b'{"data": []}'),
-    ("/gradio_api/call/arena_new/", b'{"data": [], "fn_index": 12345}'),
+    ("/gradio_api/call/arena_new/", b'{"data": [null], "fn_index": 7}'),
     ("/gradio_api/run/arena_send", b'{"data": [1]}'),
     ("/gradio_api/api/arena_send", b'{"data": [1]}'),
     ("/gradio_api/component_server", b'{"session_hash": "s1", "component_id": 9, "fn_name": "x", "data": 1}'),
@@ -203,13 +203,16 @@ def test_malformed_event_calls_get_a_clean_4xx(voter_server, path, body):
 
 
 def test_hidden_events_still_run_through_the_queue(voter_server):
-    """A well-formed call to an event the API does not list (the prompt's Enter key) is queued."""
+    """Well-formed calls still run: to an event the API does not list (the prompt's Enter
+    key) by its index, and to a listed one by its name."""
     app, _, _ = voter_server
     (hidden,) = [d for d in app_config(app)["dependencies"] if d.get("api_name") is False
                  and len(d["inputs"]) == 10]
     with signed_in(app) as c:
         r = c.post("/gradio_api/queue/join", json={"fn_index": hidden["id"], "data": [None] * 10,
                                                     "session_hash": "s1"})
+        assert r.status_code == 200 and r.json()["event_id"], r.text
+        r = c.post("/gradio_api/call/arena_new", json={"data": []})  # by name, as curl users call
         assert r.status_code == 200 and r.json()["event_id"], r.text
 
 

@@ -113,17 +113,17 @@ def event_call_problem(events: Mapping[int, Event], name: str | None, raw: bytes
     if not isinstance(body, dict):
         return 422, "the body must be a JSON object"
     index = body.get("fn_index")
-    if index is not None:
-        if isinstance(index, bool) or not isinstance(index, int) or index not in events:
-            return 404, f"no event with fn_index {index!r}"
-        event = events[index]
-    elif name is not None:
+    if name is not None:  # a call by name: Gradio ignores any fn_index in the body
         found = [e for e in events.values() if e.api_name == name]
         if not found:
             return 404, f"no event named {name!r}"
         event = found[0]
-    else:
+    elif index is None:
         return 422, "fn_index is missing"
+    elif isinstance(index, bool) or not isinstance(index, int) or index not in events:
+        return 404, f"no event with fn_index {index!r}"
+    else:
+        event = events[index]
     data = body.get("data")
     if not isinstance(data, list) or len(data) != event.inputs:
         got = f"{len(data)} values" if isinstance(data, list) else "no list"
