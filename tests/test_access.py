@@ -310,3 +310,16 @@ def test_websockets_need_the_same_logins(both_servers):
         with voter.websocket_connect("/gradio_api/stream/1"):
             pass
     assert closed.value.code == 1008
+
+
+def test_ui_failures_answer_without_a_traceback(tmp_path):
+    """Gradio builds its app in debug mode, which sends a failure's traceback to the client."""
+    import launch
+
+    server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    try:
+        with TestClient(server, raise_server_exceptions=False) as client:
+            r = client.post("/gradio_api/call/no_such_event", json={"data": []})
+            assert r.status_code == 500 and "Traceback" not in r.text and "gradio" not in r.text.lower()
+    finally:
+        wb.close()

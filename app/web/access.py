@@ -60,7 +60,7 @@ def admin_of(accounts: Mapping[str, str], ui_user: UserOf) -> UserOf:
 
     def user_of(conn: HTTPConnection) -> str | None:
         user = basic_account(conn, accounts)
-        if user is None and not conn.url.path.startswith(API_PREFIX):
+        if user is None and not conn.scope["path"].startswith(API_PREFIX):
             user = ui_user(conn)
         return user
 
