@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import Mapping
 
-from app.core.config import CONFIG_FILE, SPECS, SettingError, Spec, load_settings
+from app.core.config import CONFIG_FILE, SPECS, SettingError, Spec, check_exposure, load_settings
 from app.core.settings import Settings
 
 METAVAR_BY_KIND = {"int": "N", "float": "N", "str": "TEXT", "path": "DIR", "auth": "USER:PASS",
@@ -47,11 +47,14 @@ def settings_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, the environment and forgeloop.toml; a bad value exits with its source named."""
+    """Settings from flags, the environment and forgeloop.toml; a bad value exits with its source
+    named, and so does a workbench open to the network without a login."""
     p = settings_parser()
     a = p.parse_args(argv)
     try:
-        return load_settings(vars(a), environ)
+        settings = load_settings(vars(a), environ)
+        check_exposure(settings)
+        return settings
     except SettingError as e:
         p.error(str(e))
 
@@ -62,6 +65,7 @@ def build_server(settings: Settings):
     from fastapi import FastAPI
 
     from app.bootstrap import open_workbench
+    from app.web.access import AccessGate, workbench_gate
     from app.web.arena_routes import arena_router
     from app.web.auth import api_auth, api_user
     from app.web.errors import install_api_fallback, install_error_handlers
@@ -87,7 +91,50 @@ def build_server(settings: Settings):
     install_error_handlers(server)
 
     server = gr.mount_gradio_app(server, demo, path="/", auth=list(settings.auth) or None)
+    ui = quiet_failures(server)
+    gate = workbench_gate(settings, gradio_login(ui))
+    if gate is not None:
+        accept_in_gradio(ui, gate["user_of"])
+        server.add_middleware(AccessGate, **gate)
     return server, demo, wb
+
+
+def mounted_gradio_apps(app) -> list:
+    """The Gradio apps mounted on ``app``."""
+    return [r.app for r in getattr(app, "routes", ()) if hasattr(getattr(r, "app", None), "get_blocks")]
+
+
+def quiet_failures(app):
+    """The Gradio app mounted on ``app``, set to answer an unexpected error with a plain 500:
+    Gradio builds it in debug mode, which sends the traceback to the client."""
+    (ui,) = mounted_gradio_apps(app)
+    ui.debug = False  # read when the app builds its middleware, at the first request
+    return ui
+
+
+def gradio_login(ui):
+    """Who a connection is signed in as through ``ui``'s login form (its session cookie)."""
+    names = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")
+
+    def user_of(conn) -> str | None:
+        for name in names:
+            token = conn.cookies.get(name)
+            if token and token in ui.tokens:
+                return ui.tokens[token]
+        return None
+
+    return user_of
+
+
+def accept_in_gradio(ui, user_of) -> None:
+    """Let Gradio's own login checks (config, files, queue, uploads) accept whoever the
+    gate accepts, HTTP Basic included: they all ask Gradio's get_current_user."""
+    from app.web.access import as_dependency, walk_routes
+
+    current = [r.endpoint for _, r in walk_routes(ui.routes) if getattr(r, "name", "") == "get_current_user"]
+    if not current:
+        raise RuntimeError("this Gradio has no get_current_user route; check launch.accept_in_gradio")
+    ui.dependency_overrides[current[0]] = as_dependency(user_of)
 
 
 def voter_auth(wb):
@@ -97,16 +144,32 @@ def voter_auth(wb):
     return lambda username, password: voters.authenticate(wb, username, password)
 
 
+VOTER_LOGIN = "Sign in with your voter account or an invite code."
+
+
 def build_voter_server(wb):
-    """The arena-only voter app on its own FastAPI app, behind voter logins."""
+    """The arena-only voter app on its own FastAPI app, behind voter logins, for strangers:
+    no API docs, no uploads, capped bodies, event calls checked, no route without a login
+    but the login page. --auth accounts are not voters."""
     import gradio as gr
     from fastapi import FastAPI
 
+    from app.web.access import AccessGate
+    from app.web.guards import BodyLimit, VoterRules, events_of, voter_body_limit
     from tabs import build_voter_app
 
     demo = build_voter_app(wb)
-    return gr.mount_gradio_app(FastAPI(title="Forgeloop Arena"), demo, path="/", auth=voter_auth(wb),
-                               auth_message="Sign in with your voter account or an invite code."), demo
+    server = FastAPI(title="Forgeloop Arena", docs_url=None, redoc_url=None, openapi_url=None)
+    # show_error off: voters read gr.Error messages, not the text of unexpected exceptions.
+    server = gr.mount_gradio_app(server, demo, path="/", auth=voter_auth(wb), auth_message=VOTER_LOGIN,
+                                 show_error=False, app_kwargs={"openapi_url": None})
+    ui = quiet_failures(server)
+    # The last added runs first: the size cap, then the login, then the voter rules.
+    server.add_middleware(VoterRules, events=events_of(demo.config))
+    server.add_middleware(AccessGate, user_of=gradio_login(ui),
+                          message="sign in first: log in at / with your voter account or an invite code")
+    server.add_middleware(BodyLimit, max_bytes=voter_body_limit(wb.settings))
+    return server, demo
 
 
 # Seconds uvicorn waits for open responses when it stops, after Gradio's streams end.
@@ -118,11 +181,9 @@ def stop_gradio_streams(app) -> None:
     heartbeat a browser tab or gradio_client keeps open, and the queue's event streams.
     Gradio's own launch() does this when it closes; a mounted app is left to us, and
     until then uvicorn's shutdown waits on those connections."""
-    for route in getattr(app, "routes", ()):  # any ASGI app may be served; only FastAPI ones mount Gradio
-        mounted = getattr(route, "app", None)
-        if hasattr(mounted, "stop_event") and hasattr(mounted, "get_blocks"):
-            mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"
-            mounted.stop_event.set()  # heartbeats return
+    for mounted in mounted_gradio_apps(app):
+        mounted.get_blocks().close(verbose=False)  # queue streams answer "server stopped"
+        mounted.stop_event.set()  # heartbeats return
 
 
 def uvicorn_server(app, host: str, port: int):
@@ -150,15 +211,52 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.share:
         workbench.run()
         return
-    import threading
-
-    from tabs import build_voter_app
-
-    threading.Thread(target=workbench.run, daemon=True).start()
     # Only the voter app goes through the share link; the workbench stays local.
-    build_voter_app(wb).launch(server_name="127.0.0.1", server_port=settings.voter_port or settings.port + 1,
-                               share=True, auth=voter_auth(wb),
-                               auth_message="Sign in with your voter account or an invite code.")
+    voter_server, url = share_voters(wb, settings.voter_port or settings.port + 1)
+    print(f"Voter app shared at {url}" if url else "Could not open a share link; see the message above.")
+    try:
+        workbench.run()
+    finally:
+        voter_server.should_exit = True
+        close_tunnels()
+
+
+def share_voters(wb, port: int, open_tunnel=None):
+    """Serve the voter server (`build_voter_server`, with all its guards) on 127.0.0.1:``port``
+    and open a public link to it; returns the uvicorn server and the link (None if the
+    tunnel failed). ``open_tunnel(host, port, token)`` defaults to Gradio's share tunnel."""
+    import threading
+    import time
+
+    app, demo = build_voter_server(wb)
+    server = uvicorn_server(app, "127.0.0.1", port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the voter app could not listen on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    demo.share = True  # robots.txt then asks crawlers to stay away
+    try:
+        return server, (open_tunnel or gradio_tunnel)("127.0.0.1", port, demo.share_token)
+    except Exception as e:  # no network: the workbench still runs, as with Gradio's own launch()
+        print(f"Could not create a share link: {e}")
+        return server, None
+
+
+def gradio_tunnel(host: str, port: int, token: str) -> str:
+    """A public https link to ``host:port`` through Gradio's share servers."""
+    from gradio import networking
+
+    address = networking.setup_tunnel(host, port, token, None, None)
+    return "https://" + address.split("://", 1)[-1]
+
+
+def close_tunnels() -> None:
+    from gradio.tunneling import CURRENT_TUNNELS
+
+    for tunnel in CURRENT_TUNNELS:
+        tunnel.kill()
 
 
 if __name__ == "__main__":

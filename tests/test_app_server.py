@@ -1,5 +1,7 @@
 """The web app: fast start without torch, HTTP 200, login when --auth is given."""
 
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +48,21 @@ def test_launch_serves_the_workbench(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_an_open_host_without_a_login_stops_before_binding(tmp_path):
+    port = free_port()
+    started = time.monotonic()
+    env = {**os.environ, "FORGELOOP_AUTH": "", "FORGELOOP_INSECURE_NO_AUTH": ""}  # unset, whatever CI has
+    out = subprocess.run([sys.executable, "launch.py", "--host", "0.0.0.0", "--port", str(port),
+                          "--storage", str(tmp_path / "home")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert time.monotonic() - started < 30  # refused from the settings, before the app is built
+    assert "0.0.0.0" in out.stderr and "--auth user:pass" in out.stderr and "--insecure-no-auth" in out.stderr
+    assert not (tmp_path / "home" / "forgeloop.db").exists()  # no workbench was opened
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
 
 
 def test_auth_protects_the_ui(tmp_path):

@@ -237,3 +237,79 @@ def test_named_battle_between_base_and_finetune(page, duel_server):
     reveal = page.get_by_text("A was")
     expect(reveal).to_contain_text("starter")
     expect(reveal).to_contain_text("tuned")
+
+
+def refused_responses(page) -> list[str]:
+    """Every response of 400 or more the page gets from now on (filled in as it runs)."""
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(f"{r.status} {r.request.method} {r.url}")
+            if r.status >= 400 else None)
+    return refused
+
+
+def log_in_through_the_page(page, url: str, user: str, password: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_label("username")).to_be_hidden()
+
+
+@pytest.fixture
+def voter_server(tmp_path, stub):
+    """The guarded voter server, as --share serves it."""
+    import launch
+    from app.arena import voters
+
+    home = tmp_path / "home"
+    home_with_served(home, stub)
+    wb = make_workbench(home)
+    voters.create_voter(wb, "vera", "vera-pass")
+    app, _ = launch.build_voter_server(wb)
+    with ServerThread(app) as srv:
+        yield srv, wb
+    wb.close()
+
+
+def test_a_voter_battles_and_votes_through_the_guarded_voter_app(page, voter_server):
+    """The voter server's guards (login gate, event checks, closed routes) leave the page whole."""
+    from playwright.sync_api import expect
+
+    srv, _ = voter_server
+    log_in_through_the_page(page, srv.url, "vera", "vera-pass")
+    refused = refused_responses(page)
+    page.locator("#arena-prompt textarea").fill("name a colour of the sky")
+    page.locator("#arena-prompt textarea").press("Enter")  # the Enter key: an event the API hides
+    vote_a = page.locator("#vote-a")
+    expect(vote_a).to_be_enabled(timeout=30_000)
+    expect(page.locator("#chat-a")).to_contain_text("name")
+    vote_a.click()
+    expect(page.get_by_text("Vote saved")).to_be_visible()
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.get_by_role("button", name="Refresh leaderboard").click()
+    expect(page.get_by_text("1 valid votes")).to_be_visible()
+    page.reload()  # a new page load with the login cookie: no login form, no refusals
+    expect(page.locator("#arena-prompt textarea")).to_be_visible()
+    assert refused == []
+
+
+def test_the_workbench_login_page_with_auth(page, tmp_path):
+    from playwright.sync_api import expect
+
+    import launch
+
+    app, _, wb = launch.build_server(Settings(home=tmp_path / "home", auth=(("ann", "admin-pw"),)))
+    try:
+        with ServerThread(app) as srv:
+            log_in_through_the_page(page, srv.url, "ann", "admin-pw")
+            refused = refused_responses(page)
+            expect(page.get_by_role("heading", name="Forgeloop")).to_be_visible()
+            page.get_by_role("tab", name="Registry").click()
+            expect(page.get_by_role("button", name="Register base model")).to_be_visible()
+            page.reload()
+            expect(page.get_by_role("heading", name="Forgeloop")).to_be_visible()
+            assert refused == []
+    finally:
+        wb.close()

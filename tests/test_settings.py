@@ -112,7 +112,7 @@ GOOD_TEXT = {
     "bool": [("yes", True), ("No", False), ("1", True), ("false", False)],
     "int": [("5", 5), (" 12 ", 12)],
     "float": [("2.5", 2.5), ("3", 3.0)],
-    "str": [("x", "x")],
+    "str": [("localhost", "localhost")],  # a host others cannot reach: no login needed
     "path": [("~/fl", Path("~/fl").expanduser().resolve())],
     "auth": [("a:b, c:d:e", (("a", "b"), ("c", "d:e")))],
     "pairs": [("A=1,B=", {"A": "1", "B": ""}), ('{"A": "x,y", "N": 2}', {"A": "x,y", "N": "2"})],
@@ -129,11 +129,11 @@ def test_every_setting_reads_from_the_environment_and_the_file(spec, tmp_path):
         assert getattr(launch.parse_settings([], environ=env), spec.name) == want, text
     if spec.name == "home":
         return
-    value = {"bool": "true", "int": "7", "float": "0.5", "str": '"x"', "path": '"/tmp"', "auth": '["u:p"]',
-             "pairs": "{ K = \"v\" }"}[spec.kind]
+    value = {"bool": "true", "int": "7", "float": "0.5", "str": '"localhost"', "path": '"/tmp"',
+             "auth": '["u:p"]', "pairs": "{ K = \"v\" }"}[spec.kind]
     write_toml(home, f"{spec.name} = {value}\n")
     got = getattr(launch.parse_settings([], environ={"FORGELOOP_HOME": str(home)}), spec.name)
-    assert got == {"bool": True, "int": 7, "float": 0.5, "str": "x", "auth": (("u", "p"),),
+    assert got == {"bool": True, "int": 7, "float": 0.5, "str": "localhost", "auth": (("u", "p"),),
                    "pairs": {"K": "v"}}[spec.kind]
 
 
@@ -182,3 +182,35 @@ def test_the_unsafe_override_refusal_names_a_switch_that_exists(tmp_path):
                                  ).allow_unsafe_overrides
     write_toml(tmp_path, "allow_unsafe_overrides = true\n")
     assert launch.parse_settings([], environ=env).allow_unsafe_overrides
+
+
+# -- who can reach the workbench -----------------------------------------------------------------
+
+LOOPBACK = ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost", "LocalHost", "::ffff:127.0.0.1"]
+EXPOSED = ["0.0.0.0", "::", "192.168.1.20", "10.0.0.1", "fe80::1", "example.com", "my-laptop"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK)
+def test_a_loopback_host_needs_no_login(tmp_path, host):
+    assert config.is_loopback(host)
+    assert launch.parse_settings(["--host", host, "--storage", str(tmp_path)], environ={}).host == host
+
+
+@pytest.mark.parametrize("host", EXPOSED)
+def test_any_other_host_without_a_login_is_refused_with_the_way_out(tmp_path, capsys, host):
+    assert not config.is_loopback(host)
+    with pytest.raises(SystemExit) as exit_:
+        launch.parse_settings(["--host", host, "--storage", str(tmp_path)], environ={})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    for words in (host, "not a loopback address", "anyone on the network could train, delete and vote",
+                  "--auth user:pass", "--insecure-no-auth"):
+        assert words in err, err
+    # The same host with a login, or with the risk taken on purpose (any source), starts.
+    base = ["--host", host, "--storage", str(tmp_path)]
+    assert launch.parse_settings([*base, "--auth", "ann:pw"], environ={}).auth == (("ann", "pw"),)
+    assert launch.parse_settings([*base, "--insecure-no-auth"], environ={}).insecure_no_auth
+    env = {"FORGELOOP_INSECURE_NO_AUTH": "true"}
+    assert launch.parse_settings(base, environ=env).host == host
+    write_toml(tmp_path, 'auth = ["ann:pw"]\n')
+    assert launch.parse_settings(base, environ={}).auth == (("ann", "pw"),)

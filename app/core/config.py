@@ -9,6 +9,7 @@ flag, variable or file it came from and the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -257,3 +258,26 @@ def how_to_enable(name: str) -> str:
     """Where a user turns a boolean setting on, in words."""
     spec = SPEC_BY_NAME[name]
     return f"{spec.flag}, {spec.env[0]}=true or {name} = true in {CONFIG_FILE}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or localhost."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # another host name: it may resolve to any interface
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve the workbench beyond this machine without a login."""
+    if settings.auth or settings.insecure_no_auth or is_loopback(settings.host):
+        return
+    raise SettingError(
+        f"the workbench would listen on {settings.host}, which is not a loopback address, without a "
+        "login: anyone on the network could train, delete and vote. Add --auth user:pass (or "
+        f"{SPEC_BY_NAME['auth'].env[0]}), or pass --insecure-no-auth if that is what you want.")

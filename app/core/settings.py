@@ -30,6 +30,7 @@ class Settings:
     share: bool = False
     voter_port: int | None = None
     auth: tuple[tuple[str, str], ...] = ()
+    insecure_no_auth: bool = False
     database_url: str | None = None
     job_env: dict[str, str] = field(default_factory=dict)
     allow_unsafe_overrides: bool = False
@@ -78,6 +79,8 @@ HELP: dict[str, str] = {
     "share": "share the arena-only voter app through a public Gradio link (the workbench stays local)",
     "voter_port": "local port of the voter app with share (default: port + 1)",
     "auth": "require this login (user:password) for the workbench and its API",
+    "insecure_no_auth": "serve the workbench on a non-loopback host without --auth: anyone who can reach it "
+                        "may train, delete and vote",
     "database_url": "SQLAlchemy URL of the database (default: forgeloop.db in the storage folder)",
     "job_env": "environment for every training job on top of the server's "
                "(e.g. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT for several machines)",
