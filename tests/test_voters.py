@@ -392,3 +392,12 @@ def test_voter_limits_prompt_length_and_turns(tmp_path):
 def test_voter_limits_zero_means_no_prompt_or_turn_limit(tmp_path):
     limits = voters.VoterLimits(Settings(home=tmp_path, max_prompt_chars=0, max_turns=0))
     limits.check_prompt("x" * 100_000, 1000)
+
+
+def test_names_the_workbench_votes_under_are_reserved(wb):
+    invite = voters.create_invite(wb, max_uses=5)
+    for name in ("api", "API", "local"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            voters.create_voter(wb, name, "secret-pass")
+        assert voters.authenticate(wb, name, invite.code) is False  # no account made from an invite
+    assert voters.list_voters(wb) == []

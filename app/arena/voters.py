@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 PBKDF2_ITERATIONS = 100_000
 SALT_BYTES = 16
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{2,32}")
+# Names the workbench itself records as voters (the REST API without --auth, the local UI):
+# a voter account of that name would mix its votes and budget with theirs.
+RESERVED_NAMES = frozenset({"api", "local"})
 MIN_PASSWORD_CHARS = 6
 WINDOW_S = 60.0
 
@@ -69,10 +72,13 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def valid_username(username: str) -> bool:
-    return isinstance(username, str) and USERNAME_RE.fullmatch(username) is not None
+    return (isinstance(username, str) and USERNAME_RE.fullmatch(username) is not None
+            and username.lower() not in RESERVED_NAMES)
 
 
 def _check_username(username: str) -> None:
+    if isinstance(username, str) and username.lower() in RESERVED_NAMES:
+        raise InvalidInput(f"the voter name {username!r} is reserved for the workbench's own votes")
     if not valid_username(username):
         raise InvalidInput(
             "a voter name needs 2 to 32 characters: letters, digits, '_', '-' or '.'"
