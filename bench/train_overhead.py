@@ -24,7 +24,7 @@ from app.data import datasets  # noqa: E402
 from app.models import registry  # noqa: E402
 from app.train import training  # noqa: E402
 
-ROUNDS = 3
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3  # more rounds for a noisy machine
 OVERRIDES = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
              "learning_rate": 1e-3, "save_steps": 1000}
 
