@@ -127,6 +127,25 @@ def test_turn_limit(tmp_path, stub):
         wb.close()
 
 
+def test_a_written_answer_after_both_bad_has_the_prompt_length_limit(tmp_path, stub):
+    from app.bootstrap import open_workbench
+    from app.core.settings import Settings
+
+    wb = open_workbench(Settings(home=tmp_path, max_prompt_chars=20), start_jobs=False)
+    try:
+        a, b = register_served(wb, stub, ("alpha:1b", "beta:1b"))
+        battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
+        battles.play_turn(wb, battle.id, "one")
+        battles.vote(wb, battle.id, "both_bad")
+        with pytest.raises(InvalidInput, match=r"the answer you wrote is too long \(30 characters; the "
+                                                r"limit is 20\)"):
+            battles.play_turn(wb, battle.id, "two", edited_answer="x" * 30)
+        turn = battles.play_turn(wb, battle.id, "two", edited_answer="short and right")
+        assert turn.messages[-2] == {"role": "assistant", "content": "short and right"}
+    finally:
+        wb.close()
+
+
 def test_quality_flags_are_recorded_not_applied(wb, stub, served):
     a, b, _ = served
     stub.models["alpha:1b"].brain = lambda model, prompt: "As ChatGPT, I think " + prompt

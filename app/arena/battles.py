@@ -158,6 +158,10 @@ def _history(wb: Workbench, battle_id: int, edited_answer: str | None) -> tuple[
         if not (edited_answer or "").strip():
             raise Conflict("both answers were rated bad: write the answer you wanted, or start over")
         chosen = edited_answer.strip()
+        limit = voter_limits(wb).max_prompt_chars  # it is voter text, like a prompt
+        if 0 < limit < len(chosen):
+            raise InvalidInput(f"the answer you wrote is too long ({len(chosen)} characters; "
+                               f"the limit is {limit})")
     else:  # the preferred answer becomes the shared history; a tie keeps A's
         chosen = last.answer_b if vote.choice == "b" else last.answer_a
     return last.messages + [{"role": "assistant", "content": chosen}], len(previous)
