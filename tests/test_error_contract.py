@@ -26,7 +26,8 @@ MISSING_ID = 999_999
 API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel",
              "/api/experiments", "/api/metrics/{run_id}", "/api/predict", "/api/feedback",
              "/api/leaderboard", "/api/battles", "/api/jobs", "/api/jobs/{job_id}",
-             "/api/jobs/{job_id}/cancel"}
+             "/api/jobs/{job_id}/cancel", "/api/models", "/api/models/{model_id}",
+             "/api/models/{model_id}/export"}
 
 
 @pytest.fixture(scope="module")

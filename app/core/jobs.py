@@ -108,6 +108,14 @@ class JobKind:
     cancel_signal: int = signal.SIGTERM
 
 
+def tool_path(name: str) -> str:
+    """A console script from this interpreter's environment (e.g. ``llamafactory-cli``), else PATH."""
+    import shutil
+
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or str(local))
+
+
 def python_command(module: str, *args: str) -> list[str]:
     """A Python job: ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]

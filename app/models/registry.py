@@ -25,7 +25,7 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STARTER_NAME = "starter-tiny"
 
 
-def _check_name(s, name: str) -> None:
+def check_name(s, name: str) -> None:
     if not name or not name.strip():
         raise InvalidInput("a model needs a name")
     if s.exec(select(ModelVersion).where(ModelVersion.name == name)).first():
@@ -70,7 +70,7 @@ def register_base_model(
     elif ref.startswith(("/", ".", "~")) or not HUB_ID_RE.match(ref):
         raise InvalidInput(f"model path {ref} does not exist (and is not a Hub id like org/name)")
     with wb.session() as s:
-        _check_name(s, name)
+        check_name(s, name)
         mv = ModelVersion(
             name=name, kind="base", base_path=ref, template=template or "default", in_arena=True
         )
@@ -85,7 +85,7 @@ def start_starter_build(wb: Workbench, name: str = STARTER_NAME, spec: StarterSp
     from app.models.starter_model import StarterSpec
 
     with wb.session() as s:
-        _check_name(s, name)
+        check_name(s, name)
     folder = wb.settings.jobs_dir / f"starter-{name}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
     job_spec = JobSpec(
@@ -104,7 +104,7 @@ def finish_starter(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> Non
     built = Path(job.cwd) / "model"
     if job.status == "succeeded":
         name, target = job.params["name"], Path(job.params["target"])
-        _check_name(s, name)  # taken while the build ran: fail rather than overwrite
+        check_name(s, name)  # taken while the build ran: fail rather than overwrite
         if target.exists():
             shutil.rmtree(target)  # a leftover from an interrupted build, never registered
         mv = ModelVersion(name=name, kind="base", base_path=str(target), template=STARTER_TEMPLATE,
@@ -203,7 +203,7 @@ def register_remote_model(
     if api_key:
         meta["api_key"] = api_key
     with wb.session() as s:
-        _check_name(s, name)
+        check_name(s, name)
         mv = ModelVersion(name=name, kind=kind, base_path=model.strip(), template="", meta=meta)
         s.add(mv)
         s.commit()
@@ -252,7 +252,7 @@ def register_adapter(wb: Workbench, name: str, parent_id: int, adapter_path: str
         raise InvalidInput(f"{parent.name!r} is served elsewhere; an adapter needs local weights")
     chain = [p for p in (parent.adapter_path or "").split(",") if p] + [str(folder.resolve())]
     with wb.session() as s:
-        _check_name(s, name)
+        check_name(s, name)
         mv = ModelVersion(name=name, kind="adapter", base_path=parent.base_path, adapter_path=",".join(chain),
                           template=parent.template, parent_id=parent.id)
         s.add(mv)

@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import signal
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from sqlmodel import Session, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.hardware import Hardware, precision
-from app.core.jobs import JobKind, JobSpec, Outcome, default_finish
+from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.progress_log import TRAINER_LOG, ProgressTail, log_tail, summarise
 from app.core.tables import Dataset, Job, ModelVersion, Run
 from app.models.registry import check_model_files, get_model
@@ -388,8 +387,7 @@ def run_dir(run: Run) -> Path:
 
 def cli_path() -> str:
     """``llamafactory-cli`` from the interpreter's own environment, else PATH."""
-    local = Path(sys.executable).parent / "llamafactory-cli"
-    return str(local) if local.exists() else (shutil.which("llamafactory-cli") or str(local))
+    return tool_path("llamafactory-cli")
 
 
 def shell_command(run: Run) -> str:

@@ -1,0 +1,58 @@
+"""Registry REST routes: list versions, read one, export one (merge or GGUF, as a job)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from fastapi.params import Depends
+from pydantic import BaseModel
+
+from app.core.errors import InvalidInput
+from app.core.tables import ModelVersion
+from app.models import export, registry
+from app.web.job_routes import job_json
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+
+
+class ExportBody(BaseModel):
+    format: str  # merged | gguf
+    name: str | None = None  # merged: the new version's name
+    dtype: str = "float32"  # merged
+    gguf_type: str = "f16"  # gguf
+
+
+def model_json(mv: ModelVersion) -> dict[str, Any]:
+    return {"id": mv.id, "name": mv.name, "kind": mv.kind, "parent_id": mv.parent_id, "run_id": mv.run_id,
+            "template": mv.template, "in_arena": mv.in_arena, "base_path": mv.base_path,
+            "adapter_path": mv.adapter_path, "gguf": (mv.meta or {}).get("gguf", []),
+            "created_at": mv.created_at.isoformat() if mv.created_at else None}
+
+
+def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
+    """Model routes, each needing ``dependencies`` (the login check with --auth)."""
+    r = APIRouter(prefix="/api", dependencies=list(dependencies))
+
+    @r.get("/models")
+    def models():
+        return [model_json(m) for m in registry.list_models(wb)]
+
+    @r.get("/models/{model_id}")
+    def model(model_id: int):
+        return {**model_json(registry.get_model(wb, model_id)), "lineage": registry.lineage(wb, model_id)}
+
+    @r.post("/models/{model_id}/export", status_code=202)
+    def export_model(model_id: int, body: ExportBody):
+        registry.get_model(wb, model_id)  # an unknown id is a 404 whatever the body says
+        if body.format == "merged":
+            job = export.start_merge(wb, model_id, body.name, body.dtype)
+        elif body.format == "gguf":
+            job = export.start_gguf(wb, model_id, body.gguf_type)
+        else:
+            raise InvalidInput(f"format must be merged or gguf, got {body.format!r}")
+        return job_json(job)
+
+    return r
