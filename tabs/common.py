@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import inspect
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from functools import wraps
 
 import gradio as gr
 
 from app.core.errors import ForgeloopError
+from app.core.jobs import FINISHED
 from app.core.workbench import Workbench
 from app.data.datasets import list_datasets
 from app.models.registry import list_models
@@ -60,3 +62,14 @@ def progress_html(view: dict) -> str:
         f"<div style='background:#4a7;width:{pct:.1f}%;height:14px;border-radius:4px'></div>"
         f"</div></div>"
     )
+
+
+def follow_job(wb: Workbench, job_id: int, every_s: float = 0.5) -> Iterator[dict]:
+    """Views of a job while it runs, ending with its final view. Only the watching stops
+    when the tab closes; the job goes on."""
+    while True:
+        view = wb.jobs.view(wb.jobs.get(job_id))
+        yield view
+        if view["status"] in FINISHED:
+            return
+        time.sleep(every_s)

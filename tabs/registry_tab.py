@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 import pandas as pd
 
-from app.core.jobs import FINISHED
 from app.core.workbench import Workbench
 from app.inference.chat_engines import chat_cache
-from app.models import registry
-from tabs.common import model_choices, progress_html, user_errors
+from app.models import export, registry
+from tabs.common import follow_job, model_choices, progress_html, user_errors
 
 
 def models_frame(wb: Workbench) -> pd.DataFrame:
@@ -77,6 +74,15 @@ def build(wb: Workbench) -> gr.Tab:
             arena_off = gr.Button("Take out of arena")
             unload = gr.Button("Unload from memory")
             delete = gr.Button("Delete", variant="stop")
+        with gr.Accordion("Export the chosen model (merge adapters, GGUF)", open=False):
+            with gr.Row():
+                merge_name = gr.Textbox(label="Merged version's name", placeholder="<model>-merged")
+                merge_dtype = gr.Dropdown(list(export.DTYPES), value="float32", label="dtype")
+                merge = gr.Button("Merge adapters")
+            with gr.Row():
+                gguf_type = gr.Dropdown(list(export.GGUF_TYPES), value="f16", label="GGUF type")
+                to_gguf = gr.Button("Convert to GGUF")
+            export_progress = gr.HTML()
         pick = gr.Dropdown(model_choices(wb), label="Show lineage of")
         lineage = gr.Markdown()
 
@@ -84,19 +90,40 @@ def build(wb: Workbench) -> gr.Tab:
         def on_starter():
             """Queue the build and follow it; closing the tab does not stop the job."""
             job = registry.start_starter_build(wb)
-            while True:
-                view = wb.jobs.view(wb.jobs.get(job.id))
-                if view["status"] in FINISHED:
-                    break
+            for view in follow_job(wb, job.id):
                 note = f"Building the starter model (job #{job.id})…"
                 yield note, gr.skip(), gr.skip(), progress_html(view), gr.skip(), gr.skip()
-                time.sleep(0.5)
             if view["status"] != "succeeded":
                 raise gr.Error(f"building the starter model {view['status']}: {view['error']}")
             mv = registry.get_model(wb, view["result"]["model_id"])
             choices = gr.update(choices=model_choices(wb))  # the pickers below learn the new model
             yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
                    models_frame(wb), gr.update(visible=False), progress_html(view), choices, choices)
+
+        def follow_export(job, done):
+            """Follow an export job; ``done(result)`` words the success."""
+            for view in follow_job(wb, job.id):
+                yield f"{job.title} (job #{job.id})…", progress_html(view), gr.skip(), gr.skip(), gr.skip()
+            if view["status"] != "succeeded":
+                raise gr.Error(f"{job.title} {view['status']}: {view['error']}")
+            choices = gr.update(choices=model_choices(wb))
+            yield done(view["result"]), progress_html(view), models_frame(wb), choices, choices
+
+        @user_errors
+        def on_merge(model_id, new_name, dtype):
+            job = export.start_merge(wb, need(model_id), (new_name or "").strip() or None, dtype)
+            def done(res):
+                return f"Merged into **{registry.get_model(wb, res['model_id']).name}** at `{res['path']}`."
+
+            yield from follow_export(job, done)
+
+        @user_errors
+        def on_gguf(model_id, outtype):
+            job = export.start_gguf(wb, need(model_id), outtype)
+            def done(res):
+                return f"Wrote a {res['type']} GGUF of {res['bytes'] / 2**20:.1f} MiB at `{res['path']}`."
+
+            yield from follow_export(job, done)
 
         @user_errors
         def on_add(n, p, t):
@@ -137,6 +164,9 @@ def build(wb: Workbench) -> gr.Tab:
         starter.click(on_starter, None, [status, table, starter_box, starter_progress, target, pick],
                       api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
+        export_outs = [status, export_progress, table, target, pick]
+        merge.click(on_merge, [target, merge_name, merge_dtype], export_outs, api_name="merge_model")
+        to_gguf.click(on_gguf, [target, gguf_type], export_outs, api_name="convert_to_gguf")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
                             gr.update(choices=model_choices(wb)), gr.update(choices=model_choices(wb))),

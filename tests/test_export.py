@@ -105,3 +105,28 @@ def test_the_export_route_queues_a_job_and_records_the_gguf(tmp_path, starter_di
             assert lora.status_code == 422 and "no adapters" in lora.json()["error"]["message"]
     finally:
         wb.close()
+
+
+def test_the_registry_tab_converts_through_its_api_endpoint(tmp_path, starter_dir):
+    from gradio_client import Client
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread, make_workbench
+
+    home = tmp_path / "home"
+    setup = make_workbench(home)
+    base = registry.register_base_model(setup, "starter", str(starter_dir))
+    setup.close()
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with ServerThread(server) as srv:
+            client = Client(srv.url, verbose=False)
+            message, progress, *_ = client.predict(base.id, "f32", api_name="/convert_to_gguf")
+            assert message.startswith("Wrote a f32 GGUF of") and "data-status='succeeded'" in progress
+            with pytest.raises(Exception, match="no adapters to merge"):
+                client.predict(base.id, "", "float32", api_name="/merge_model")
+        (record,) = registry.get_model(wb, base.id).meta["gguf"]
+        assert record["path"] in message
+    finally:
+        wb.close()
