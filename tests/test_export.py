@@ -130,3 +130,12 @@ def test_the_registry_tab_converts_through_its_api_endpoint(tmp_path, starter_di
         assert record["path"] in message
     finally:
         wb.close()
+
+
+def test_a_model_being_exported_cannot_be_deleted(wb, starter):
+    job = export.start_gguf(wb, starter.id, "f32")
+    with pytest.raises(Conflict, match=f"job #{job.id} .* is using 'starter'"):
+        registry.delete_model(wb, starter.id)
+    assert wb.jobs.wait(job.id, 600).status == "succeeded"
+    registry.delete_model(wb, starter.id)  # free again once the job ended
+    assert registry.list_models(wb) == []

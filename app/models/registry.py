@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
+from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import Dataset, Job, ModelVersion, Run
 from app.models.starter_model import STARTER_TEMPLATE
 
@@ -238,6 +238,11 @@ def delete_model(wb: Workbench, model_id: int) -> None:
         if s.exec(select(Battle).where((Battle.model_a_id == model_id) | (Battle.model_b_id == model_id))
                   ).first():
             raise Conflict(f"{mv.name!r} has arena battles; take it out of the arena instead")
+        # Jobs name the model they read in their params (an export's model_id or parent_id).
+        for job in s.exec(select(Job).where(Job.status.in_(ACTIVE))):
+            if model_id in (job.params.get("model_id"), job.params.get("parent_id")):
+                raise Conflict(f"job #{job.id} ({job.title}) is using {mv.name!r}; "
+                               "wait for it or cancel it first")
         s.delete(mv)
         s.commit()
 
