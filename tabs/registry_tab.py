@@ -128,7 +128,8 @@ def build(wb: Workbench) -> gr.Tab:
         @user_errors
         def on_add(n, p, t):
             mv = registry.register_base_model(wb, n.strip(), p, t.strip() or None)
-            return f"Registered **{mv.name}** (template {mv.template}).", models_frame(wb)
+            source = (mv.meta or {}).get("template_source", "default")
+            return f"Registered **{mv.name}** (template {mv.template}, {source}).", models_frame(wb)
 
         @user_errors
         def on_remote(n, kind, url, model, key):

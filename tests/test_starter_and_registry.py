@@ -113,3 +113,20 @@ def test_the_registry_tab_builds_the_starter_through_its_api_endpoint(tmp_path):
         assert job.status == "succeeded" and registry.get_model(wb, job.result["model_id"]).kind == "base"
     finally:
         wb.close()
+
+
+def test_templates_come_from_the_model_and_must_be_known_to_llamafactory(wb, starter_dir, tmp_path):
+    # transformers 5 writes the chat template to chat_template.jinja, not tokenizer_config.json.
+    moved = tmp_path / "jinja-model"
+    shutil.copytree(starter_dir, moved)
+    cfg = json.loads((moved / "tokenizer_config.json").read_text())
+    (moved / "chat_template.jinja").write_text(cfg.pop("chat_template"))
+    (moved / "tokenizer_config.json").write_text(json.dumps(cfg))
+    mv = registry.register_base_model(wb, "jinja", str(moved))
+    assert (mv.template, mv.meta["template_source"]) == ("chatml", "the model's chat template")
+    assert {"chatml", "llama3", "qwen", "default"} <= registry.lf_template_names()
+    with pytest.raises(InvalidInput, match="no chat template named 'chatmll'; did you mean chatml"):
+        registry.register_base_model(wb, "typo", str(starter_dir), template="chatmll")
+    (moved / "chat_template.jinja").unlink()
+    plain = registry.register_base_model(wb, "plain", str(moved))
+    assert (plain.template, plain.meta["template_source"]) == ("default", "default")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
+import importlib.util
 import json
 import re
 import secrets
@@ -32,26 +36,55 @@ def check_name(s, name: str) -> None:
         raise Conflict(f"a model named {name!r} already exists")
 
 
-def guess_template(model_dir: Path) -> str | None:
-    """Pick a LLaMA-Factory template from the tokenizer's chat template, if it has one."""
-    cfg = model_dir / "tokenizer_config.json"
-    if not cfg.is_file():
-        return None
+# Markers of a Jinja chat template → the LLaMA-Factory template that renders the same text.
+CHAT_MARKERS = (("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3"), ("<start_of_turn>", "gemma"),
+                ("[INST]", "llama2"))
+
+
+def chat_template_text(model_dir: Path) -> str:
+    """The model's Jinja chat template: ``chat_template.jinja`` (where transformers 5 writes
+    it) or ``tokenizer_config.json``'s ``chat_template``; "" when it has none."""
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8", errors="replace")
     try:
-        chat = json.loads(cfg.read_text()).get("chat_template") or ""
-    except (OSError, json.JSONDecodeError):
-        return None
+        chat = json.loads((model_dir / "tokenizer_config.json").read_text()).get("chat_template") or ""
+    except (OSError, ValueError, AttributeError):
+        return ""
     if isinstance(chat, list):  # several named templates
         chat = " ".join(t.get("template", "") for t in chat if isinstance(t, dict))
-    if "<|im_start|>" in chat:
-        return "chatml"
-    if "[INST]" in chat:
-        return "llama2"
-    if "<|start_header_id|>" in chat:
-        return "llama3"
-    if "<start_of_turn>" in chat:
-        return "gemma"
-    return None
+    return chat if isinstance(chat, str) else ""
+
+
+def guess_template(model_dir: Path) -> str | None:
+    """Pick a LLaMA-Factory template from the model's own chat template, if it has one."""
+    chat = chat_template_text(model_dir)
+    return next((name for marker, name in CHAT_MARKERS if marker in chat), None)
+
+
+@functools.cache
+def lf_template_names() -> frozenset[str]:
+    """The template names LLaMA-Factory knows, read from its source (importing it would
+    import torch)."""
+    spec = importlib.util.find_spec("llamafactory")
+    if spec is None or spec.origin is None:
+        return frozenset()
+    source = Path(spec.origin).parent / "data" / "template.py"
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_template":
+            for kw in node.keywords:
+                if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                    names.add(kw.value.value)
+    return frozenset(names)
+
+
+def check_template(template: str) -> None:
+    known = lf_template_names()
+    if known and template not in known:
+        close = difflib.get_close_matches(template, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see LLaMA-Factory's template list"
+        raise InvalidInput(f"LLaMA-Factory has no chat template named {template!r}{hint}")
 
 
 def register_base_model(
@@ -61,18 +94,24 @@ def register_base_model(
     ref = (path_or_hub_id or "").strip()
     if not ref:
         raise InvalidInput("give a local model folder or a Hub id such as Qwen/Qwen2.5-0.5B")
+    template = (template or "").strip() or None
+    if template:
+        check_template(template)
+    source = "given" if template else "default"
     local = Path(ref).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
             raise InvalidInput(f"{local} has no config.json; is it a Hugging Face model folder?")
         ref = str(local.resolve())
-        template = template or guess_template(local)
+        if template is None and (template := guess_template(local)):
+            source = "the model's chat template"
     elif ref.startswith(("/", ".", "~")) or not HUB_ID_RE.match(ref):
         raise InvalidInput(f"model path {ref} does not exist (and is not a Hub id like org/name)")
     with wb.session() as s:
         check_name(s, name)
         mv = ModelVersion(
-            name=name, kind="base", base_path=ref, template=template or "default", in_arena=True
+            name=name, kind="base", base_path=ref, template=template or "default", in_arena=True,
+            meta={"template_source": source},
         )
         s.add(mv)
         s.commit()
