@@ -8,6 +8,7 @@ import pandas as pd
 from app.core.workbench import Workbench
 from app.inference.chat_engines import chat_cache
 from app.models import export, registry
+from app.models.card import model_card
 from tabs.common import follow_job, model_choices, progress_html, user_errors
 
 
@@ -83,8 +84,11 @@ def build(wb: Workbench) -> gr.Tab:
                 gguf_type = gr.Dropdown(list(export.GGUF_TYPES), value="f16", label="GGUF type")
                 to_gguf = gr.Button("Convert to GGUF")
             export_progress = gr.HTML()
-        pick = gr.Dropdown(model_choices(wb), label="Show lineage of")
+        with gr.Row():
+            pick = gr.Dropdown(model_choices(wb), label="Show lineage of", scale=4)
+            show_card = gr.Button("Model card")
         lineage = gr.Markdown()
+        card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)
 
         @user_errors
         def on_starter():
@@ -169,6 +173,13 @@ def build(wb: Workbench) -> gr.Tab:
         merge.click(on_merge, [target, merge_name, merge_dtype], export_outs, api_name="merge_model")
         to_gguf.click(on_gguf, [target, gguf_type], export_outs, api_name="convert_to_gguf")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
+
+        @user_errors
+        def on_card(model_id):
+            with wb.session() as s:
+                return model_card(s, need(model_id))
+
+        show_card.click(on_card, pick, card, api_name="model_card")
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
                             gr.update(choices=model_choices(wb)), gr.update(choices=model_choices(wb))),
                    None, [table, starter_box, pick, target], show_api=False)

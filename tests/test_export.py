@@ -30,6 +30,8 @@ def test_merge_then_gguf_registers_what_it_made_and_answers_the_same(wb, duel):
     assert Path(merged.base_path).parent == wb.settings.models_dir
     assert answers(wb, merged) == answers(wb, tuned)  # the merge changed nothing the arena sees
     assert [s["name"] for s in registry.lineage(wb, merged.id)] == ["tuned-merged", "tuned", "starter"]
+    card = (Path(merged.base_path) / "README.md").read_text()  # the model card travels with the weights
+    assert "# tuned-merged" in card and card.index("**tuned**") < card.index("**starter**")
 
     job = wb.jobs.wait(export.start_gguf(wb, merged.id, "f32").id, 600)
     assert job.status == "succeeded", job.error

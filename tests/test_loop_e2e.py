@@ -77,3 +77,16 @@ def test_whole_loop(wb, starter):
     assert dpo_model.adapter_path.split(",") == [run.output_dir, run2.output_dir]
     # The new model answers in the arena like any other.
     assert chat_cache(wb).complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()
+
+    # 6. The model card tells that story: lineage, recipes, datasets with hashes, the record.
+    from app.models.card import arena_record, model_card
+
+    with wb.session() as s:
+        card = model_card(s, dpo_model.id)
+        sft_record = arena_record(s, sft_model.id)
+    assert card.startswith("---\nlibrary_name: peft") and "# dpo-1" in card
+    assert card.index("**dpo-1**") < card.index("**sft-1**") < card.index("**starter**")
+    assert "recipe `dpo_lora`" in card and f"sha256 `{dpo_data.sha256}`" in card
+    assert f"sha256 `{sft_data.sha256}`" in card and "No arena votes yet." in card
+    # Votes above: b, a, tie, b, both_bad, b with the fine-tune always on side B.
+    assert sft_record == {"wins": 3, "losses": 1, "ties": 2}

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from app.core.errors import InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.tables import Job, ModelVersion
+from app.models.card import model_card
 from app.models.registry import check_model_files, check_name, get_model
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ def finish_merge(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     s.add(mv)
     s.flush()
     built.rename(target)
+    (target / "README.md").write_text(model_card(s, mv.id), encoding="utf-8")  # the Hub's model card
     job.result = {"model_id": mv.id, "path": str(target)}
 
 

@@ -1,4 +1,4 @@
-"""Registry REST routes: list versions, read one, export one (merge or GGUF, as a job)."""
+"""Registry REST routes: list versions, read one and its model card, export one (merge or GGUF, as a job)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.params import Depends
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from app.core.errors import InvalidInput
 from app.core.tables import ModelVersion
 from app.models import export, registry
+from app.models.card import model_card
 from app.web.job_routes import job_json
 
 if TYPE_CHECKING:
@@ -43,6 +45,11 @@ def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRou
     @r.get("/models/{model_id}")
     def model(model_id: int):
         return {**model_json(registry.get_model(wb, model_id)), "lineage": registry.lineage(wb, model_id)}
+
+    @r.get("/models/{model_id}/card", response_class=PlainTextResponse)
+    def card(model_id: int):
+        with wb.session() as s:
+            return model_card(s, model_id)
 
     @r.post("/models/{model_id}/export", status_code=202)
     def export_model(model_id: int, body: ExportBody):
