@@ -14,11 +14,13 @@ from app.core.errors import ForgeloopError
 from app.core.jobs import FINISHED
 from app.core.workbench import Workbench
 from app.data.datasets import list_datasets
-from app.models.registry import list_models
+from app.models.registry import is_archived, list_models
 
 
-def model_choices(wb: Workbench) -> list[tuple[str, int]]:
-    return [(f"{m.name} ({m.kind})", m.id) for m in list_models(wb)]
+def model_choices(wb: Workbench, include_archived: bool = False) -> list[tuple[str, int]]:
+    """Models for a picker; archived ones only where they can be managed (the Registry tab)."""
+    return [(f"{m.name} ({m.kind}{', archived' if is_archived(m) else ''})", m.id)
+            for m in list_models(wb, include_archived)]
 
 
 def dataset_choices(wb: Workbench, kind: str | None = None) -> list[tuple[str, int]]:

@@ -12,6 +12,11 @@ from app.models.card import model_card
 from tabs.common import follow_job, model_choices, progress_html, user_errors
 
 
+def all_models(wb: Workbench) -> list[tuple[str, int]]:
+    """The Registry tab manages archived versions too."""
+    return model_choices(wb, include_archived=True)
+
+
 def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
@@ -21,12 +26,14 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
          "run": m.run_id or "", "arena": "yes" if m.in_arena else "",
          "loaded": "yes" if m.id in loaded else "",
          "template": m.template,
+         "tags": ", ".join((m.meta or {}).get("tags", []))
+         + (" (archived)" if registry.is_archived(m) else ""),
          "where": (m.meta or {}).get("endpoint", "") + (" · " if m.kind in ("ollama", "openai") else "")
          + (m.adapter_path.split(",")[-1] if m.adapter_path else m.base_path)}
         for m in models
     ]
     return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "template",
-                                       "where"])
+                                       "tags", "where"])
 
 
 def lineage_text(wb: Workbench, model_id: int | None) -> str:
@@ -70,11 +77,19 @@ def build(wb: Workbench) -> gr.Tab:
         status = gr.Markdown()
         table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False)
         with gr.Row():
-            target = gr.Dropdown(model_choices(wb), label="Model")
+            target = gr.Dropdown(all_models(wb), label="Model")
             arena_on = gr.Button("Put in arena")
             arena_off = gr.Button("Take out of arena")
             unload = gr.Button("Unload from memory")
             delete = gr.Button("Delete", variant="stop")
+        with gr.Accordion("Rename, tag, notes, archive the chosen model", open=False):
+            with gr.Row():
+                new_name = gr.Textbox(label="New name (empty: keep)")
+                tags = gr.Textbox(label="Tags, comma-separated (empty: keep)")
+                archived = gr.Radio([("keep", "keep"), ("archive", "archive"), ("restore", "restore")],
+                                    value="keep", label="Archive (hidden from pickers, kept on disk)")
+            notes = gr.Textbox(label="Notes (empty: keep)", lines=2)
+            save = gr.Button("Save changes")
         with gr.Accordion("Export the chosen model (merge adapters, GGUF)", open=False):
             with gr.Row():
                 merge_name = gr.Textbox(label="Merged version's name", placeholder="<model>-merged")
@@ -85,7 +100,7 @@ def build(wb: Workbench) -> gr.Tab:
                 to_gguf = gr.Button("Convert to GGUF")
             export_progress = gr.HTML()
         with gr.Row():
-            pick = gr.Dropdown(model_choices(wb), label="Show lineage of", scale=4)
+            pick = gr.Dropdown(all_models(wb), label="Show lineage of", scale=4)
             show_card = gr.Button("Model card")
         lineage = gr.Markdown()
         card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)
@@ -100,7 +115,7 @@ def build(wb: Workbench) -> gr.Tab:
             if view["status"] != "succeeded":
                 raise gr.Error(f"building the starter model {view['status']}: {view['error']}")
             mv = registry.get_model(wb, view["result"]["model_id"])
-            choices = gr.update(choices=model_choices(wb))  # the pickers below learn the new model
+            choices = gr.update(choices=all_models(wb))  # the pickers below learn the new model
             yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
                    models_frame(wb), gr.update(visible=False), progress_html(view), choices, choices)
 
@@ -110,7 +125,7 @@ def build(wb: Workbench) -> gr.Tab:
                 yield f"{job.title} (job #{job.id})…", progress_html(view), gr.skip(), gr.skip(), gr.skip()
             if view["status"] != "succeeded":
                 raise gr.Error(f"{job.title} {view['status']}: {view['error']}")
-            choices = gr.update(choices=model_choices(wb))
+            choices = gr.update(choices=all_models(wb))
             yield done(view["result"]), progress_html(view), models_frame(wb), choices, choices
 
         @user_errors
@@ -180,7 +195,20 @@ def build(wb: Workbench) -> gr.Tab:
                 return model_card(s, need(model_id))
 
         show_card.click(on_card, pick, card, api_name="model_card")
+
+        @user_errors
+        def on_save(model_id, name_, tags_, archive_, notes_):
+            mv = registry.edit_model(
+                wb, need(model_id), name=(name_ or "").strip() or None,
+                tags=[x for x in tags_.split(",")] if (tags_ or "").strip() else None,
+                notes=notes_ if (notes_ or "").strip() else None,
+                archived={"archive": True, "restore": False}.get(archive_))
+            choices = gr.update(choices=all_models(wb))
+            return f"Saved **{mv.name}**.", models_frame(wb), choices, choices
+
+        save.click(on_save, [target, new_name, tags, archived, notes], [status, table, target, pick],
+                   api_name="edit_model")
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
-                            gr.update(choices=model_choices(wb)), gr.update(choices=model_choices(wb))),
+                            gr.update(choices=all_models(wb)), gr.update(choices=all_models(wb))),
                    None, [table, starter_box, pick, target], show_api=False)
     return tab

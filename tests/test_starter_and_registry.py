@@ -130,3 +130,51 @@ def test_templates_come_from_the_model_and_must_be_known_to_llamafactory(wb, sta
     (moved / "chat_template.jinja").unlink()
     plain = registry.register_base_model(wb, "plain", str(moved))
     assert (plain.template, plain.meta["template_source"]) == ("default", "default")
+
+
+def test_rename_tag_note_and_archive_a_version(wb, starter_dir):
+    from tabs.common import model_choices
+
+    mv = registry.register_base_model(wb, "mine", str(starter_dir))
+    other = registry.register_base_model(wb, "other", str(starter_dir))
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        registry.edit_model(wb, mv.id)
+    with pytest.raises(Conflict, match="already exists"):
+        registry.edit_model(wb, mv.id, name="other")
+    with pytest.raises(InvalidInput, match="tag 'no spaces'"):
+        registry.edit_model(wb, mv.id, tags=["no spaces"])
+    mv = registry.edit_model(wb, mv.id, name="renamed", tags=["v1", "stable", "v1", " "], notes=" good ")
+    assert (mv.name, mv.meta["tags"], mv.meta["notes"]) == ("renamed", ["stable", "v1"], "good")
+    mv = registry.edit_model(wb, mv.id, archived=True)
+    assert registry.is_archived(mv) and not mv.in_arena and Path(mv.base_path).is_dir()
+    assert [m.name for m in registry.list_models(wb, include_archived=False)] == ["other"]
+    assert [label for label, _ in model_choices(wb)] == ["other (base)"]  # gone from pickers
+    assert "renamed (base, archived)" in [label for label, _ in model_choices(wb, include_archived=True)]
+    assert registry.edit_model(wb, mv.id, archived=False).meta["tags"] == ["stable", "v1"]
+    assert other.id in [m.id for m in registry.list_models(wb, include_archived=False)]
+
+
+def test_the_models_routes_edit_and_hide_archived_versions(tmp_path, starter_dir):
+    from fastapi.testclient import TestClient
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import make_workbench
+
+    home = tmp_path / "home"
+    setup = make_workbench(home)
+    base = registry.register_base_model(setup, "starter", str(starter_dir))
+    setup.close()
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with TestClient(server) as client:
+            r = client.patch(f"/api/models/{base.id}", json={"tags": ["prod"], "archived": True})
+            assert r.status_code == 200 and r.json()["tags"] == ["prod"] and r.json()["archived"] is True
+            assert client.get("/api/models").json() == []
+            assert [m["name"] for m in client.get("/api/models?include_archived=true").json()] == ["starter"]
+            card = client.get(f"/api/models/{base.id}/card")
+            assert card.status_code == 200 and "# starter" in card.text and "No arena votes yet." in card.text
+            empty = client.patch(f"/api/models/{base.id}", json={})
+            assert empty.status_code == 422 and "nothing to change" in empty.json()["error"]["message"]
+    finally:
+        wb.close()

@@ -169,9 +169,53 @@ def create_starter_model(wb: Workbench, name: str = STARTER_NAME, spec: StarterS
     return get_model(wb, job.result["model_id"])
 
 
-def list_models(wb: Workbench) -> list[ModelVersion]:
+def list_models(wb: Workbench, include_archived: bool = True) -> list[ModelVersion]:
     with wb.session() as s:
-        return list(s.exec(select(ModelVersion).order_by(ModelVersion.id)))
+        models = list(s.exec(select(ModelVersion).order_by(ModelVersion.id)))
+    return models if include_archived else [m for m in models if not is_archived(m)]
+
+
+def is_archived(mv: ModelVersion) -> bool:
+    return bool((mv.meta or {}).get("archived"))
+
+
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$")
+
+
+def edit_model(wb: Workbench, model_id: int, name: str | None = None, tags: list[str] | None = None,
+               notes: str | None = None, archived: bool | None = None) -> ModelVersion:
+    """Rename, tag, annotate or archive a version (archived: hidden from pickers and out of
+    the arena, kept on disk and in the lineage). ``None`` leaves a field as it is."""
+    if name is None and tags is None and notes is None and archived is None:
+        raise InvalidInput("nothing to change: give a name, tags, notes or archived")
+    if tags is not None:
+        tags = sorted({t.strip() for t in tags if t.strip()})
+        bad = [t for t in tags if not TAG_RE.match(t)]
+        if bad:
+            raise InvalidInput(f"tag {bad[0]!r}: use up to 40 letters, digits, '_', '.', ':' or '-'")
+    if notes is not None and len(notes) > 10_000:
+        raise InvalidInput("notes are limited to 10,000 characters")
+    with wb.session() as s:
+        mv = s.get(ModelVersion, model_id)
+        if mv is None:
+            raise NotFound(f"no model with id {model_id}")
+        if name is not None and name.strip() != mv.name:
+            check_name(s, name.strip())
+            mv.name = name.strip()
+        meta = dict(mv.meta or {})
+        if tags is not None:
+            meta["tags"] = tags
+        if notes is not None:
+            meta["notes"] = notes.strip()
+        if archived is not None:
+            meta["archived"] = archived
+            if archived:
+                mv.in_arena = False
+        mv.meta = meta
+        s.add(mv)
+        s.commit()
+        s.refresh(mv)
+    return mv
 
 
 def weights_key(mv: ModelVersion) -> tuple[str, ...]:

@@ -27,10 +27,19 @@ class ExportBody(BaseModel):
     gguf_type: str = "f16"  # gguf
 
 
+class EditBody(BaseModel):
+    name: str | None = None
+    tags: list[str] | None = None
+    notes: str | None = None
+    archived: bool | None = None
+
+
 def model_json(mv: ModelVersion) -> dict[str, Any]:
     return {"id": mv.id, "name": mv.name, "kind": mv.kind, "parent_id": mv.parent_id, "run_id": mv.run_id,
             "template": mv.template, "in_arena": mv.in_arena, "base_path": mv.base_path,
             "adapter_path": mv.adapter_path, "gguf": (mv.meta or {}).get("gguf", []),
+            "tags": (mv.meta or {}).get("tags", []), "notes": (mv.meta or {}).get("notes", ""),
+            "archived": registry.is_archived(mv),
             "created_at": mv.created_at.isoformat() if mv.created_at else None}
 
 
@@ -39,12 +48,17 @@ def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRou
     r = APIRouter(prefix="/api", dependencies=list(dependencies))
 
     @r.get("/models")
-    def models():
-        return [model_json(m) for m in registry.list_models(wb)]
+    def models(include_archived: bool = False):
+        return [model_json(m) for m in registry.list_models(wb, include_archived)]
 
     @r.get("/models/{model_id}")
     def model(model_id: int):
         return {**model_json(registry.get_model(wb, model_id)), "lineage": registry.lineage(wb, model_id)}
+
+    @r.patch("/models/{model_id}")
+    def edit(model_id: int, body: EditBody):
+        registry.get_model(wb, model_id)  # an unknown id is a 404 whatever the body says
+        return model_json(registry.edit_model(wb, model_id, **body.model_dump()))
 
     @r.get("/models/{model_id}/card", response_class=PlainTextResponse)
     def card(model_id: int):
