@@ -179,3 +179,20 @@ def home_with_served(home: Path, stub, names=("alpha:1b", "beta:1b")) -> list:
 def served(wb, stub):
     """Three arena models served by the Ollama stub."""
     return register_served(wb, stub)
+
+
+@pytest.fixture
+def starter_server(tmp_path, starter_dir):
+    """The workbench server (not started) over a home whose registry holds the starter:
+    yields (server app, its workbench, the starter's ModelVersion)."""
+    import launch
+    from app.core.settings import Settings
+    from app.models import registry
+
+    home = tmp_path / "home"
+    setup = make_workbench(home)
+    base = registry.register_base_model(setup, "starter", str(starter_dir))
+    setup.close()
+    server, _, wb = launch.build_server(Settings(home=home))
+    yield server, wb, base
+    wb.close()

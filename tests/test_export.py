@@ -82,56 +82,36 @@ def test_a_failed_merge_leaves_no_model_and_no_folder(wb, starter, sft_adapter_d
     assert not (Path(job.cwd) / "model").exists()
 
 
-def test_the_export_route_queues_a_job_and_records_the_gguf(tmp_path, starter_dir):
+def test_the_export_route_queues_a_job_and_records_the_gguf(starter_server):
     from fastapi.testclient import TestClient
 
-    import launch
-    from app.core.settings import Settings
-    from tests.conftest import make_workbench
-
-    home = tmp_path / "home"
-    setup = make_workbench(home)
-    base = registry.register_base_model(setup, "starter", str(starter_dir))
-    setup.close()
-    server, _, wb = launch.build_server(Settings(home=home))
-    try:
-        with TestClient(server) as client:
-            r = client.post(f"/api/models/{base.id}/export", json={"format": "gguf", "gguf_type": "f32"})
-            assert r.status_code == 202 and r.json()["kind"] == "gguf", r.text
-            assert wb.jobs.wait(r.json()["id"], 600).status == "succeeded"
-            (record,) = client.get(f"/api/models/{base.id}").json()["gguf"]
-            assert record["type"] == "f32" and Path(record["path"]).read_bytes()[:4] == b"GGUF"
-            bad = client.post(f"/api/models/{base.id}/export", json={"format": "onnx"})
-            assert bad.status_code == 422 and "merged or gguf" in bad.json()["error"]["message"]
-            lora = client.post(f"/api/models/{base.id}/export", json={"format": "merged"})
-            assert lora.status_code == 422 and "no adapters" in lora.json()["error"]["message"]
-    finally:
-        wb.close()
+    server, wb, base = starter_server
+    with TestClient(server) as client:
+        r = client.post(f"/api/models/{base.id}/export", json={"format": "gguf", "gguf_type": "f32"})
+        assert r.status_code == 202 and r.json()["kind"] == "gguf", r.text
+        assert wb.jobs.wait(r.json()["id"], 600).status == "succeeded"
+        (record,) = client.get(f"/api/models/{base.id}").json()["gguf"]
+        assert record["type"] == "f32" and Path(record["path"]).read_bytes()[:4] == b"GGUF"
+        bad = client.post(f"/api/models/{base.id}/export", json={"format": "onnx"})
+        assert bad.status_code == 422 and "merged or gguf" in bad.json()["error"]["message"]
+        lora = client.post(f"/api/models/{base.id}/export", json={"format": "merged"})
+        assert lora.status_code == 422 and "no adapters" in lora.json()["error"]["message"]
 
 
-def test_the_registry_tab_converts_through_its_api_endpoint(tmp_path, starter_dir):
+def test_the_registry_tab_converts_through_its_api_endpoint(starter_server):
     from gradio_client import Client
 
-    import launch
-    from app.core.settings import Settings
-    from tests.conftest import ServerThread, make_workbench
+    from tests.conftest import ServerThread
 
-    home = tmp_path / "home"
-    setup = make_workbench(home)
-    base = registry.register_base_model(setup, "starter", str(starter_dir))
-    setup.close()
-    server, _, wb = launch.build_server(Settings(home=home))
-    try:
-        with ServerThread(server) as srv:
-            client = Client(srv.url, verbose=False)
-            message, progress, *_ = client.predict(base.id, "f32", api_name="/convert_to_gguf")
-            assert message.startswith("Wrote a f32 GGUF of") and "data-status='succeeded'" in progress
-            with pytest.raises(Exception, match="no adapters to merge"):
-                client.predict(base.id, "", "float32", api_name="/merge_model")
-        (record,) = registry.get_model(wb, base.id).meta["gguf"]
-        assert record["path"] in message
-    finally:
-        wb.close()
+    server, wb, base = starter_server
+    with ServerThread(server) as srv:
+        client = Client(srv.url, verbose=False)
+        message, progress, *_ = client.predict(base.id, "f32", api_name="/convert_to_gguf")
+        assert message.startswith("Wrote a f32 GGUF of") and "data-status='succeeded'" in progress
+        with pytest.raises(Exception, match="no adapters to merge"):
+            client.predict(base.id, "", "float32", api_name="/merge_model")
+    (record,) = registry.get_model(wb, base.id).meta["gguf"]
+    assert record["path"] in message
 
 
 def test_a_model_being_exported_cannot_be_deleted(wb, starter):

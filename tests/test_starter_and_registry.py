@@ -154,27 +154,16 @@ def test_rename_tag_note_and_archive_a_version(wb, starter_dir):
     assert other.id in [m.id for m in registry.list_models(wb, include_archived=False)]
 
 
-def test_the_models_routes_edit_and_hide_archived_versions(tmp_path, starter_dir):
+def test_the_models_routes_edit_and_hide_archived_versions(starter_server):
     from fastapi.testclient import TestClient
 
-    import launch
-    from app.core.settings import Settings
-    from tests.conftest import make_workbench
-
-    home = tmp_path / "home"
-    setup = make_workbench(home)
-    base = registry.register_base_model(setup, "starter", str(starter_dir))
-    setup.close()
-    server, _, wb = launch.build_server(Settings(home=home))
-    try:
-        with TestClient(server) as client:
-            r = client.patch(f"/api/models/{base.id}", json={"tags": ["prod"], "archived": True})
-            assert r.status_code == 200 and r.json()["tags"] == ["prod"] and r.json()["archived"] is True
-            assert client.get("/api/models").json() == []
-            assert [m["name"] for m in client.get("/api/models?include_archived=true").json()] == ["starter"]
-            card = client.get(f"/api/models/{base.id}/card")
-            assert card.status_code == 200 and "# starter" in card.text and "No arena votes yet." in card.text
-            empty = client.patch(f"/api/models/{base.id}", json={})
-            assert empty.status_code == 422 and "nothing to change" in empty.json()["error"]["message"]
-    finally:
-        wb.close()
+    server, wb, base = starter_server
+    with TestClient(server) as client:
+        r = client.patch(f"/api/models/{base.id}", json={"tags": ["prod"], "archived": True})
+        assert r.status_code == 200 and r.json()["tags"] == ["prod"] and r.json()["archived"] is True
+        assert client.get("/api/models").json() == []
+        assert [m["name"] for m in client.get("/api/models?include_archived=true").json()] == ["starter"]
+        card = client.get(f"/api/models/{base.id}/card")
+        assert card.status_code == 200 and "# starter" in card.text and "No arena votes yet." in card.text
+        empty = client.patch(f"/api/models/{base.id}", json={})
+        assert empty.status_code == 422 and "nothing to change" in empty.json()["error"]["message"]
