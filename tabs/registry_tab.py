@@ -7,6 +7,7 @@ import pandas as pd
 
 from app.core.workbench import Workbench
 from app.inference.chat_engines import chat_cache
+from app.inference.remote_engines import ollama_health
 from app.models import export, registry
 from app.models.card import model_card
 from tabs.common import follow_job, model_choices, progress_html, user_errors
@@ -82,6 +83,9 @@ def build(wb: Workbench) -> gr.Tab:
             arena_off = gr.Button("Take out of arena")
             unload = gr.Button("Unload from memory")
             delete = gr.Button("Delete", variant="stop")
+        with gr.Row():
+            ollama_state = gr.Markdown()
+            check_ollama = gr.Button("Check Ollama", scale=0)
         with gr.Accordion("Rename, tag, notes, archive the chosen model", open=False):
             with gr.Row():
                 new_name = gr.Textbox(label="New name (empty: keep)")
@@ -195,6 +199,14 @@ def build(wb: Workbench) -> gr.Tab:
                 return model_card(s, need(model_id))
 
         show_card.click(on_card, pick, card, api_name="model_card")
+
+        def on_check_ollama():
+            health = ollama_health(wb.settings.ollama_host)
+            if health["ok"]:
+                return f"Ollama {health['version']} answers at `{health['host']}`."
+            return f"⚠️ {health['error']} (set `--ollama-host` or `OLLAMA_HOST`)."
+
+        check_ollama.click(on_check_ollama, None, ollama_state, api_name="check_ollama")
 
         @user_errors
         def on_save(model_id, name_, tags_, archive_, notes_):

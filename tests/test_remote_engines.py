@@ -311,3 +311,20 @@ def test_lf_longer_chat(lf_api: str) -> None:
     # LLaMA-Factory rejects non-alternating turns only after the 200 response has started.
     with pytest.raises(EngineError, match="closed the stream"):
         list(engine.stream([*user("a"), *user("b")], GREEDY))
+
+
+def test_ollama_health_names_the_version_or_the_problem(stub, monkeypatch, tmp_path):
+    from app.inference.remote_engines import ollama_health
+
+    assert ollama_health(stub.url + "/") == {"ok": True, "host": stub.url, "version": "0.6.3"}
+    dead = ollama_health("http://127.0.0.1:9")
+    assert dead["ok"] is False and dead["error"] == "cannot reach Ollama at http://127.0.0.1:9"
+    other = ollama_health(stub.url + "/elsewhere")
+    assert other["ok"] is False and "answered HTTP 404, but not like an Ollama server" in other["error"]
+    # The host comes from OLLAMA_HOST when nothing more specific sets it.
+    import launch
+
+    monkeypatch.setenv("OLLAMA_HOST", stub.url)
+    assert launch.parse_settings(["--storage", str(tmp_path)]).ollama_host == stub.url
+    assert launch.parse_settings(["--storage", str(tmp_path), "--ollama-host", "http://h:1"]
+                                 ).ollama_host == "http://h:1"

@@ -165,5 +165,8 @@ def test_the_models_routes_edit_and_hide_archived_versions(starter_server):
         assert [m["name"] for m in client.get("/api/models?include_archived=true").json()] == ["starter"]
         card = client.get(f"/api/models/{base.id}/card")
         assert card.status_code == 200 and "# starter" in card.text and "No arena votes yet." in card.text
+        health = client.get("/api/ollama/health").json()  # nothing listens on Ollama's port here
+        assert health == {"ok": False, "host": "http://127.0.0.1:11434",
+                          "error": "cannot reach Ollama at http://127.0.0.1:11434"}
         empty = client.patch(f"/api/models/{base.id}", json={})
         assert empty.status_code == 422 and "nothing to change" in empty.json()["error"]["message"]

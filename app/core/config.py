@@ -27,7 +27,8 @@ CONFIG_FILE = "forgeloop.toml"
 ENV_PREFIX = "FORGELOOP_"
 # Names older than this table, kept working.
 FLAGS = {"home": "--storage"}
-ENV_ALIASES = {"database_url": ("DATABASE_URL",)}  # read when FORGELOOP_DATABASE_URL is not set
+# Read when the FORGELOOP_ variable is not set.
+ENV_ALIASES = {"database_url": ("DATABASE_URL",), "ollama_host": ("OLLAMA_HOST",)}
 # Inclusive bounds of numeric settings.
 BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "port": (1, 65535), "voter_port": (1, 65535), "voter_messages_per_minute": (0, None),

@@ -43,6 +43,7 @@ class Settings:
     chat_cache_models: int = 3
     chat_cache_gib: float = 8.0
     chat_gpu: int | None = None
+    ollama_host: str = "http://127.0.0.1:11434"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
@@ -95,4 +96,5 @@ HELP: dict[str, str] = {
     "chat_cache_models": "local chat models kept loaded at once",
     "chat_cache_gib": "memory the loaded local chat models may use, in GiB",
     "chat_gpu": "GPU index for in-process chat models (default: the first visible one, or the CPU)",
+    "ollama_host": "the Ollama server models are deployed to (also read from OLLAMA_HOST)",
 }

@@ -17,7 +17,8 @@ import ollama
 from app.core.errors import EngineError
 from app.inference.generation import Finish, GenSettings
 
-__all__ = ["Finish", "OllamaEngine", "OpenAIEngine", "list_ollama_models", "list_openai_models"]
+__all__ = ["Finish", "OllamaEngine", "OpenAIEngine", "list_ollama_models", "list_openai_models",
+           "ollama_health"]
 
 LIST_TIMEOUT = 10.0  # listing models is quick; don't make the UI hang on a dead host
 
@@ -81,6 +82,23 @@ def list_ollama_models(host: str) -> list[str]:
             return [m.model for m in client.list().models if m.model]
     except _OLLAMA_FAILURES as exc:
         raise _ollama_error(host, None, exc) from exc
+
+
+def ollama_health(host: str) -> dict[str, Any]:
+    """Whether the Ollama server at ``host`` answers, and its version: {"ok", "host", "version" | "error"}."""
+    url = host.rstrip("/")
+    try:
+        resp = httpx.get(f"{url}/api/version", timeout=LIST_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return {"ok": False, "host": url, "error": str(_ollama_error(url, None, exc))}
+    try:
+        version = resp.json().get("version") if resp.status_code == 200 else None
+    except (ValueError, AttributeError):
+        version = None
+    if not isinstance(version, str):
+        return {"ok": False, "host": url,
+                "error": f"{url} answered HTTP {resp.status_code}, but not like an Ollama server"}
+    return {"ok": True, "host": url, "version": version}
 
 
 # -- OpenAI-compatible -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from app.core.errors import InvalidInput
 from app.core.tables import ModelVersion
+from app.inference.remote_engines import ollama_health
 from app.models import export, registry
 from app.models.card import model_card
 from app.web.job_routes import job_json
@@ -46,6 +47,10 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
 def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
     """Model routes, each needing ``dependencies`` (the login check with --auth)."""
     r = APIRouter(prefix="/api", dependencies=list(dependencies))
+
+    @r.get("/ollama/health")
+    def ollama():
+        return ollama_health(wb.settings.ollama_host)
 
     @r.get("/models")
     def models(include_archived: bool = False):
