@@ -125,7 +125,7 @@ def compute(
     """Bradley–Terry ratings with 95% clustered-bootstrap intervals over every arena model,
     from the votes that pass the screen (blind, unflagged battles by default)."""
     if both_bad not in ("tie", "drop"):
-        raise InvalidInput("both_bad is tie or drop")
+        raise InvalidInput(f"both_bad is tie or drop, not {both_bad!r}")
     records, excluded = vote_records(wb, VoteScreen(include_named, include_flagged, both_bad))
     with wb.session() as s:
         names = [m.name for m in s.exec(select(ModelVersion).order_by(ModelVersion.id)) if m.in_arena]

@@ -483,9 +483,10 @@ class JobRunner:
         tail.poll()
         return tail
 
-    def view(self, job: Job, log_lines: int = 15) -> dict[str, Any]:
-        """What a live view shows for any job: status, progress, ETA, log tail, error."""
-        tail = self.progress(job)
+    def view(self, job: Job, log_lines: int = 15, tail: ProgressTail | None = None) -> dict[str, Any]:
+        """What a live view shows for any job: status, progress, ETA, log tail, error
+        (``tail``: the job's progress, when the caller has just polled it)."""
+        tail = tail or self.progress(job)
         last = tail.last or {}
         percent = last.get("percentage", 100.0 if job.status == "succeeded" else 0.0)
         return {

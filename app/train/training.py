@@ -506,8 +506,8 @@ def cancel_run(wb: Workbench, run_id: int) -> Run:
 def run_view(wb: Workbench, run_id: int) -> dict[str, Any]:
     """Everything the live view shows for a run: status, progress, curves, log tail."""
     run = get_run(wb, run_id)
-    view = wb.jobs.view(run.job)
     tail = wb.jobs.progress(run.job)
+    view = wb.jobs.view(run.job, tail=tail)
     points = [
         {"step": r["current_steps"], "value": r[key], "series": key}
         for r in tail.records
