@@ -4,10 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APP_STAMP := $(VENV)/.forgeloop-app
 DEV_STAMP := $(VENV)/.forgeloop-dev
+LLAMA_STAMP := $(VENV)/.forgeloop-llama
+# The Ollama stand-in in tests/ runs deployed GGUFs with llama.cpp, built here from the sdist
+# (PyPI has no Linux wheels); the multimodal library is not needed.
+LLAMA_CPP ?= llama-cpp-python==0.3.36
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev browser lint bench clean-venv
+.PHONY: run test install install-dev browser llama lint bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +28,13 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 install: $(APP_STAMP)
 install-dev: $(DEV_STAMP)
 
+$(LLAMA_STAMP): | $(PY)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet --no-binary llama-cpp-python "$(LLAMA_CPP)"
+	touch $@
+
+llama: $(LLAMA_STAMP)
+
 run: install
 	$(PY) launch.py $(ARGS)
 
@@ -38,7 +49,7 @@ browser:
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null || \
 	echo "warning: apt-get install chromium failed; browser tests will skip" >&2
 
-test: install-dev browser
+test: install-dev browser llama
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev

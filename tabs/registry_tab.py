@@ -10,6 +10,7 @@ from app.inference.chat_engines import chat_cache
 from app.inference.remote_engines import ollama_health
 from app.models import export, registry
 from app.models.card import model_card
+from tabs import registry_deploy
 from tabs.common import follow_job, model_choices, progress_html, user_errors
 
 
@@ -103,6 +104,7 @@ def build(wb: Workbench) -> gr.Tab:
                 gguf_type = gr.Dropdown(list(export.GGUF_TYPES), value="f16", label="GGUF type")
                 to_gguf = gr.Button("Convert to GGUF")
             export_progress = gr.HTML()
+        registry_deploy.build(wb, target, status)
         with gr.Row():
             pick = gr.Dropdown(all_models(wb), label="Show lineage of", scale=4)
             show_card = gr.Button("Model card")

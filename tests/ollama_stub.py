@@ -105,8 +105,12 @@ def _seed_details(name: str) -> dict[str, Any]:
 
 class OllamaStub:
     def __init__(self, models: Iterable[str] = (), chunk_delay: float = 0.0, brain: Brain = default_brain,
-                 blob_dir: str | Path | None = None) -> None:
+                 blob_dir: str | Path | None = None, runner: Any = None) -> None:
         self.chunk_delay, self.brain = chunk_delay, brain
+        # Answers for models created from GGUF files (tests/ollama_llama.LlamaRunner).
+        self.runner = runner
+        self.failures: dict[str, tuple[int, str]] = {}
+        self.uploads: list[str] = []  # digests received through POST /api/blobs, in order
         self._own_blobs = blob_dir is None
         self.blob_dir = Path(blob_dir or tempfile.mkdtemp(prefix="ollama-stub-blobs-"))
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,9 @@ class OllamaStub:
         for digest in blobs:
             if not self.blob_path(digest).is_file():
                 raise ApiError(400, f"blob {digest} not found, upload it with POST /api/blobs/{digest}")
+        for fname, digest in files.items():
+            if fname.endswith(".gguf") and self.blob_path(digest).open("rb").read(4) != b"GGUF":
+                raise ApiError(400, "invalid file magic")
         status = [f"using existing layer {d}" for d in blobs]
         details = dict(base.details) if base else {
             "parent_model": "", "families": ["llama"], "family": "llama", "parameter_size": "unknown",
@@ -195,6 +202,20 @@ class OllamaStub:
                 status.append(f"creating new layer sha256:{layer}")
         self.models[model.name] = model
         return [*status, "writing manifest", "success"]
+
+    def _effective(self, m: StubModel) -> StubModel:
+        """A created model with the blob paths of its files, for the runner."""
+        return replace(m, files={n: str(self.blob_path(d)) for n, d in m.files.items()},
+                       adapters={n: str(self.blob_path(d)) for n, d in m.adapters.items()})
+
+    def fail_next(self, route: str, status: int, message: str) -> None:
+        """Make the next call to ``route`` (e.g. "create") fail like a broken Ollama would."""
+        self.failures[route] = (status, message)
+
+    def _maybe_fail(self, route: str) -> None:
+        if route in self.failures:
+            status, message = self.failures.pop(route)
+            raise ApiError(status, message)
 
     def _show(self, m: StubModel) -> dict[str, Any]:
         params = [f'{k} "{v}"' if isinstance(v, str) else f"{k} {v}"
@@ -235,11 +256,15 @@ class OllamaStub:
 
         if empty:  # Ollama's load/unload request: no prompt, immediate done
             return JSONResponse(frame("", done=True, done_reason="unload" if unload else "load"))
-        tokens = re.findall(r"\s*\S+", (model.brain or self.brain)(model.name, prompt))
         limit = (body.get("options") or {}).get("num_predict")
         reason = "stop"
-        if limit is not None and 0 <= limit < len(tokens):
-            tokens, reason = tokens[:limit], "length"
+        if model.files and self.runner is not None:  # a created model answers with its own weights
+            ran = await asyncio.to_thread(self.runner.answer, self._effective(model), body, chat)
+            tokens, reason, prompt_tokens = ran.pieces, ran.reason, ran.prompt_tokens
+        else:
+            tokens = re.findall(r"\s*\S+", (model.brain or self.brain)(model.name, prompt))
+            if limit is not None and 0 <= limit < len(tokens):
+                tokens, reason = tokens[:limit], "length"
         delay = self.chunk_delay if model.chunk_delay is None else model.chunk_delay
         load_ns = 1_000_000
 
@@ -323,6 +348,7 @@ class OllamaStub:
 
         @app.post("/api/blobs/{digest}")
         async def blob_upload(digest: str, request: Request) -> Response:
+            self._maybe_fail("blobs")
             path = self.blob_path(digest)
             if path.is_file():
                 return Response(status_code=200)
@@ -335,11 +361,13 @@ class OllamaStub:
                 tmp.unlink()
                 raise ApiError(400, "digest mismatch")
             tmp.replace(path)
+            self.uploads.append(digest)
             return Response(status_code=201)
 
         @app.post("/api/create")
         async def create(request: Request) -> Response:
             body = await body_of(request)
+            self._maybe_fail("create")
             statuses = self._create(body)  # validation errors surface here, before any streaming
             if not body.get("stream", True):
                 return JSONResponse({"status": statuses[-1]})

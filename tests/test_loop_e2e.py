@@ -90,3 +90,53 @@ def test_whole_loop(wb, starter):
     assert f"sha256 `{sft_data.sha256}`" in card and "No arena votes yet." in card
     # Votes above: b, a, tie, b, both_bad, b with the fine-tune always on side B.
     assert sft_record == {"wins": 3, "losses": 1, "ties": 2}
+
+    # 7. The version leaves: merge the DPO chain, convert to GGUF, deploy to the Ollama
+    #    stand-in (llama.cpp on that GGUF, prompt rendered by Go's text/template), and the
+    #    deployed model answers token for token what the arena's local engine answered.
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is built by `make test` (make llama)")
+    from dataclasses import replace
+
+    import ollama
+
+    from app.models import deploy, export
+    from tests.ollama_llama import LlamaRunner
+    from tests.ollama_stub import OllamaStub
+
+    job = wb.jobs.wait(export.start_merge(wb, dpo_model.id, dtype="float32").id, 600)
+    assert job.status == "succeeded", job.error
+    merged = registry.get_model(wb, job.result["model_id"])
+    job = wb.jobs.wait(export.start_gguf(wb, merged.id, "f32").id, 600)
+    assert job.status == "succeeded", job.error
+    from gguf import GGUFReader
+
+    reader = GGUFReader(registry.get_model(wb, merged.id).meta["gguf"][0]["path"])
+    arch = reader.fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "llama" and "tokenizer.ggml.tokens" in reader.fields
+    from safetensors import safe_open
+
+    with safe_open(Path(merged.base_path) / "model.safetensors", "pt") as weights:
+        assert len(reader.tensors) == len(list(weights.keys())) > 10  # every weight made it across
+    with OllamaStub(runner=LlamaRunner()) as stub:
+        wb.settings = replace(wb.settings, ollama_host=stub.url)
+        job = wb.jobs.wait(deploy.start_deploy(wb, merged.id).id, 600)
+        assert job.status == "succeeded", job.error
+        client = ollama.Client(host=stub.url)
+        name = "forgeloop/starter:dpo-1-merged"
+        tok = chat_cache(wb).engine(dpo_model).model.engine.tokenizer
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            judged = chat_cache(wb).complete(dpo_model, messages, gen)  # what the arena saw
+            served = client.chat(name, messages=messages,
+                                 options={"temperature": 0, "num_predict": gen.max_new_tokens})
+            assert tok.encode(served.message.content, add_special_tokens=False) == \
+                tok.encode(judged, add_special_tokens=False), prompt
+        # Listed, rolled back, in the arena, deleted.
+        listing = {d["name"]: d for d in deploy.list_deployments(wb)["deployments"]}
+        assert listing[name]["present"] and listing["forgeloop/starter:latest"]["model_id"] == merged.id
+        contestant = deploy.add_to_arena(wb, listing[name]["id"])
+        battle = battles.new_battle(wb, contestant.id, sft_model.id, gen=gen)
+        assert battles.play_turn(wb, battle.id, "Hello!").answer_a.strip()
+        assert deploy.rollback(wb, listing[name]["id"])["model_id"] == merged.id
+        assert deploy.delete_deployment(wb, listing[name]["id"])["status"] == "deleted"
+        assert name not in {m.model for m in client.list().models}

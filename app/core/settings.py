@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +45,15 @@ class Settings:
     chat_cache_gib: float = 8.0
     chat_gpu: int | None = None
     ollama_host: str = "http://127.0.0.1:11434"
+    ollama_prefix: str = "forgeloop"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", self.ollama_prefix):
+            raise ValueError(f"ollama_prefix must be lower-case letters, digits, '_', '.' or '-', "
+                             f"got {self.ollama_prefix!r}")
 
     @property
     def db_url(self) -> str:
@@ -97,4 +102,5 @@ HELP: dict[str, str] = {
     "chat_cache_gib": "memory the loaded local chat models may use, in GiB",
     "chat_gpu": "GPU index for in-process chat models (default: the first visible one, or the CPU)",
     "ollama_host": "the Ollama server models are deployed to (also read from OLLAMA_HOST)",
+    "ollama_prefix": "namespace of deployed Ollama models: <prefix>/<model>:<version>",
 }

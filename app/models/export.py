@@ -19,6 +19,7 @@ from app.core.errors import InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.tables import Job, ModelVersion
 from app.models.card import model_card
+from app.models.gguf_meta import align_gguf
 from app.models.registry import check_model_files, check_name, get_model
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ def finish_gguf(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
         raise InvalidInput("the model that was converted has been deleted meanwhile")
     target = Path(job.params["target"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    record = {"path": str(target), "type": job.params["outtype"], "bytes": built.stat().st_size}
+    # Prompts must be read as they were in training (see gguf_meta).
+    record = {"path": str(target), "type": job.params["outtype"], "bytes": built.stat().st_size,
+              **align_gguf(built, mv.template, mv.base_path)}
     # One file per type: a new conversion of the same type replaces the old one.
     mv.meta = {**(mv.meta or {}),
                "gguf": [g for g in (mv.meta or {}).get("gguf", []) if g["type"] != record["type"]] + [record]}

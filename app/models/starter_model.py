@@ -79,10 +79,18 @@ def _train_tokenizer(lines: list[str], vocab_size: int, out_dir: Path) -> None:
         "pad_token": "<pad>",
         "add_bos_token": True,
         "add_eos_token": False,
-        "legacy": False,
+        # Legacy SentencePiece spacing (a "▁" after each special token) is what llama.cpp
+        # does for every SPM vocab, so the GGUF export reads prompts exactly as training did.
+        "legacy": True,
         "model_max_length": 512,
         "chat_template": CHATML_JINJA,
         "additional_special_tokens": CHAT_SYMBOLS,
+        # What transformers writes for special tokens; GGUF converters read it to mark the
+        # chat symbols as control tokens, so llama.cpp parses "<|im_start|>" as one token.
+        "added_tokens_decoder": {
+            str(i): {"content": text, "lstrip": False, "normalized": False, "rstrip": False,
+                     "single_word": False, "special": True}
+            for i, text in enumerate(["<unk>", "<s>", "</s>", "<pad>", *CHAT_SYMBOLS])},
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
