@@ -27,7 +27,8 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/experiments", "/api/metrics/{run_id}", "/api/predict", "/api/feedback",
              "/api/leaderboard", "/api/battles", "/api/jobs", "/api/jobs/{job_id}",
              "/api/jobs/{job_id}/cancel", "/api/models", "/api/models/{model_id}",
-             "/api/models/{model_id}/export", "/api/models/{model_id}/card"}
+             "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/models/{model_id}/push",
+             "/api/hub/pull", "/api/hub/token"}
 
 
 @pytest.fixture(scope="module")
