@@ -236,6 +236,10 @@ def test_a_push_then_a_pull_through_a_stand_in_hub(tmp_path, starter_dir, sft_ad
             # An adapter trained on the pushed base names it as its base_model.
             tuned = registry.register_adapter(wb, "tuned", base.id, str(sft_adapter_dir))
             assert "\nbase_model: me/starter-tiny\n" in hub.push_plan(wb, tuned.id, "me/tuned").card
+            # Deleting the version forgets its pushes (the repo stays on the Hub).
+            registry.delete_model(wb, tuned.id)
+            registry.delete_model(wb, base.id)
+            assert deployments(wb) == [] and REPO in stub.repos
         finally:
             wb.close()
 
@@ -248,8 +252,8 @@ def test_a_refused_token_or_an_unreachable_hub_fails_the_job_and_registers_nothi
             base = registry.register_base_model(wb, "starter", str(starter_dir))
             wrong = fake_token()
             hub.set_hub_token(wb, wrong)
-            push = wb.jobs.wait(hub.start_push(wb, base.id, "me/starter").id, 120)
-            pull = wb.jobs.wait(hub.start_pull(wb, "org/model").id, 120)
+            started = [hub.start_push(wb, base.id, "me/starter"), hub.start_pull(wb, "org/model")]
+            push, pull = (wb.jobs.wait(j.id, 120) for j in started)  # they hold no resource: both run
             for job in (push, pull):
                 assert job.status == "failed", job.error
                 refused = "the Hub refused the token: 401 Invalid credentials in Authorization header"
