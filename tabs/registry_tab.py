@@ -8,7 +8,7 @@ import pandas as pd
 from app.core.workbench import Workbench
 from app.inference.chat_engines import chat_cache
 from app.inference.remote_engines import ollama_health
-from app.models import export, registry
+from app.models import export, hub, registry
 from app.models.card import model_card
 from tabs import registry_deploy
 from tabs.common import follow_job, model_choices, progress_html, user_errors
@@ -36,6 +36,14 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
     ]
     return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "template",
                                        "tags", "where"])
+
+
+def token_text(wb: Workbench) -> str:
+    """Whether Hub jobs have a token and from where; never the token."""
+    where = {"ui": "set in this session", "env": "from HF_TOKEN"}
+    state = hub.token_status(wb)
+    return (f"Hub token: {where[state['source']]}." if state["set"]
+            else "No Hub token: enter one to push (and to pull private or gated models).")
 
 
 def lineage_text(wb: Workbench, model_id: int | None) -> str:
@@ -105,6 +113,25 @@ def build(wb: Workbench) -> gr.Tab:
                 to_gguf = gr.Button("Convert to GGUF")
             export_progress = gr.HTML()
         registry_deploy.build(wb, target, status)
+        with gr.Accordion("Hugging Face Hub (push the chosen model, pull a base model)", open=False):
+            token_state = gr.Markdown(lambda: token_text(wb))
+            with gr.Row():
+                token = gr.Textbox(label="Access token (kept in memory until Forgeloop stops)",
+                                   type="password", placeholder="hf_…", scale=4)
+                set_token = gr.Button("Use this token", scale=1)
+            with gr.Row():
+                push_repo = gr.Textbox(label="Push to repo", placeholder="my-org/my-model", scale=3)
+                push_gguf = gr.Checkbox(label="with its GGUF files", value=False)
+                push_private = gr.Checkbox(label="private repo", value=True)
+                push = gr.Button("Push the chosen model")
+            with gr.Row():
+                pull_repo = gr.Textbox(label="Pull a base model", placeholder="Qwen/Qwen2.5-0.5B-Instruct",
+                                       scale=3)
+                pull_name = gr.Textbox(label="Name (optional)", placeholder="from the repo")
+                pull_revision = gr.Textbox(label="Revision (optional)", placeholder="main")
+                pull_template = gr.Textbox(label="Template (optional)", placeholder="from the tokenizer")
+                pull = gr.Button("Pull")
+            hub_progress = gr.HTML()
         with gr.Row():
             pick = gr.Dropdown(all_models(wb), label="Show lineage of", scale=4)
             show_card = gr.Button("Model card")
@@ -147,6 +174,30 @@ def build(wb: Workbench) -> gr.Tab:
             job = export.start_gguf(wb, need(model_id), outtype)
             def done(res):
                 return f"Wrote a {res['type']} GGUF of {res['bytes'] / 2**20:.1f} MiB at `{res['path']}`."
+
+            yield from follow_export(job, done)
+
+        @user_errors
+        def on_set_token(value):
+            hub.set_hub_token(wb, value)
+            return token_text(wb), ""  # the box forgets it at once
+
+        @user_errors
+        def on_push(model_id, repo_id, with_gguf, private):
+            job = hub.start_push(wb, need(model_id), repo_id, bool(with_gguf), bool(private))
+            def done(res):
+                return (f"Pushed {len(res['files'])} files to [{res['repo_id']}]({res['url']}) "
+                        f"(commit `{(res.get('commit') or '')[:10]}`).")
+
+            yield from follow_export(job, done)
+
+        @user_errors
+        def on_pull(repo_id, name_, revision, template_):
+            job = hub.start_pull(wb, repo_id, name_, revision, template_)
+            def done(res):
+                mv = registry.get_model(wb, res["model_id"])
+                return (f"Pulled {res['repo_id']} ({len(res['files'])} files) as **{mv.name}** "
+                        f"(template {mv.template}, {mv.meta.get('template_source', 'default')}).")
 
             yield from follow_export(job, done)
 
@@ -194,6 +245,11 @@ def build(wb: Workbench) -> gr.Tab:
         merge.click(on_merge, [target, merge_name, merge_dtype], export_outs, api_name="merge_model")
         to_gguf.click(on_gguf, [target, gguf_type], export_outs, api_name="convert_to_gguf")
         pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
+        set_token.click(on_set_token, token, [token_state, token], api_name="set_hub_token")
+        hub_outs = [status, hub_progress, table, target, pick]
+        push.click(on_push, [target, push_repo, push_gguf, push_private], hub_outs, api_name="push_to_hub")
+        pull.click(on_pull, [pull_repo, pull_name, pull_revision, pull_template], hub_outs,
+                   api_name="pull_from_hub")
 
         @user_errors
         def on_card(model_id):

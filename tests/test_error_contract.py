@@ -29,7 +29,8 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/jobs/{job_id}/cancel", "/api/models", "/api/models/{model_id}",
              "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/deploy",
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
-             "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena"}
+             "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
+             "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token"}
 
 
 @pytest.fixture(scope="module")

@@ -309,3 +309,24 @@ def test_jobs_rest_routes_list_follow_and_cancel_any_job(tmp_path):
             assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
     finally:
         wb.close()
+
+
+
+def test_a_secret_reaches_the_process_but_not_the_job_row(wb, tmp_path):
+    """JobSpec.secret_env travels in memory to the process's environment, never into the DB."""
+    wb.jobs.register(JobKind("py"))
+    secret = "s3cret-" + os.urandom(8).hex()
+    # The process gets the secret reversed on its command line, and checks its environment.
+    check = "import os, sys; sys.exit(0 if os.environ.get('FL_SECRET') == sys.argv[1][::-1] else 3)"
+    command = [sys.executable, "-c", check, secret[::-1]]
+    spec = JobSpec(command=command, cwd=tmp_path, log_path=tmp_path / "job.log", env={"PLAIN": "1"},
+                   secret_env={"FL_SECRET": secret})
+    assert secret not in repr(spec)
+    job = wb.jobs.wait(wb.jobs.submit("py", spec).id, 60)
+    assert job.status == "succeeded", job.error  # the process saw it
+    assert job.env == {"PLAIN": "1"}
+    assert not [p for p in wb.settings.home.rglob("forgeloop.db*") if secret.encode() in p.read_bytes()]
+    without = JobSpec(command=command, cwd=tmp_path, log_path=tmp_path / "job2.log")
+    assert wb.jobs.wait(wb.jobs.submit("py", without).id, 60).status == "failed"  # the check can fail
+    with wb.session() as s, pytest.raises(ValueError, match="committed by submit itself"):
+        wb.jobs.submit("py", spec, s)  # a caller's rollback could hand it to a later job's id

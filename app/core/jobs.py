@@ -69,6 +69,11 @@ class JobSpec:
     title: str = ""
     # What the kind's finish step needs to know (e.g. where to move the output).
     params: dict[str, Any] = field(default_factory=dict)
+    # Secrets for the process's environment (an access token). `env` is stored on the Job
+    # row, so these are not: the runner holds them in memory until it launches the process
+    # and hands them over there, never writing them to the database or a log. A job still
+    # queued when the app stops starts without them (and says so, if it needs them).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._procs: dict[int, subprocess.Popen] = {}
         self._tails: dict[int, ProgressTail] = {}
+        self._secret_env: dict[int, dict[str, str]] = {}  # JobSpec.secret_env, by job id
 
     def register(self, kind: JobKind) -> None:
         self._kinds[kind.name] = kind
@@ -222,6 +228,9 @@ class JobRunner:
         """Queue a new job. With ``s`` the row is added to that session (the caller commits,
         so the job and the caller's own rows appear together)."""
         self.kind(kind)  # refuse unknown kinds before anything is stored
+        if spec.secret_env and s is not None:
+            # The caller could roll its session back and a later job reuse the id.
+            raise ValueError("a job with secrets is committed by submit itself (no session)")
         job = Job(kind=kind, title=spec.title, status="queued", command=list(spec.command),
                   env=dict(spec.env), cwd=str(spec.cwd), log_path=str(spec.log_path),
                   progress_path=str(spec.progress_path) if spec.progress_path else None,
@@ -235,6 +244,8 @@ class JobRunner:
             own.add(job)
             own.commit()
             own.refresh(job)
+        if spec.secret_env:
+            self._secret_env[job.id] = dict(spec.secret_env)
         self.poke()
         return job
 
@@ -289,6 +300,7 @@ class JobRunner:
             raise Conflict(f"job {job.title or job.id} is {job.status}; cancel it first")
         s.delete(job)
         self._tails.pop(job_id, None)
+        self._secret_env.pop(job_id, None)
 
     def _startable(self) -> list[Job]:
         """Queued jobs, oldest first, whose resources no active job holds."""
@@ -337,6 +349,7 @@ class JobRunner:
         env = dict(os.environ)
         env.update(self.wb.settings.job_env)
         env.update(job.env)
+        env.update(self._secret_env.pop(job.id, {}))
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         if job.progress_path:
@@ -452,6 +465,7 @@ class JobRunner:
         """Queued jobs are dropped before they start; running ones get their kind's stop signal."""
         job = self.get(job_id)
         if self._claim(job_id, ("queued", "starting"), status="cancelled", finished_at=utcnow()):
+            self._secret_env.pop(job_id, None)
             self._notify()
             return self.get(job_id)
         job = self.get(job_id)

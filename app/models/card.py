@@ -4,13 +4,14 @@ hashes, and the arena record. Merges write it beside the weights as README.md.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.core.errors import NotFound
-from app.core.tables import Dataset, ModelVersion, Run
+from app.core.tables import Dataset, Deployment, ModelVersion, Run
 
 # Hyper-parameters a card lists for each run, when the run set them.
 CARD_PARAMS = ("finetuning_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
@@ -44,6 +45,39 @@ def _chain(s: Session, mv: ModelVersion) -> list[ModelVersion]:
     return chain
 
 
+def _is_hub_id(ref: str) -> bool:
+    return "/" in ref and not ref.startswith(("/", ".", "~")) and not Path(ref).exists()
+
+
+def hub_id(s: Session, mv: ModelVersion, pushed: bool = True) -> str | None:
+    """Where ``mv``'s weights are on the Hub: its Hub id, the repo it was pulled from or
+    (``pushed``) the repo it was last pushed to; None for weights known only here."""
+    if not mv.adapter_path and _is_hub_id(mv.base_path):
+        return mv.base_path
+    if repo := (mv.meta or {}).get("hub", {}).get("repo_id"):
+        return repo
+    if pushed:
+        dep = s.exec(select(Deployment).where(Deployment.model_id == mv.id, Deployment.target == "hub",
+                                              Deployment.status == "pushed")
+                     .order_by(Deployment.id.desc())).first()
+        return dep.name if dep else None
+    return None
+
+
+def base_model(s: Session, mv: ModelVersion) -> tuple[ModelVersion | None, str | None]:
+    """The version a card names as ``base_model`` and its Hub id (None: not on the Hub). An
+    adapter's base is the version whose weights it loads on; a full version's is its lineage
+    root; a base version is its own, when it came from the Hub."""
+    chain = _chain(s, mv)
+    if mv.adapter_path:
+        holder = next((v for v in chain if not v.adapter_path), None)
+        if holder is None:  # its base is no registered version: only a Hub id can name it
+            return None, mv.base_path if _is_hub_id(mv.base_path) else None
+        return holder, hub_id(s, holder)
+    root = chain[-1]
+    return root, hub_id(s, root, pushed=root is not mv)
+
+
 def _run_lines(s: Session, step: ModelVersion) -> list[str]:
     if step.run_id is None:
         return []
@@ -70,14 +104,20 @@ def model_card(s: Session, model_id: int) -> str:
     if mv is None:
         raise NotFound(f"no model with id {model_id}")
     chain = _chain(s, mv)
-    root = chain[-1]
     header: dict[str, Any] = {"library_name": "peft" if mv.adapter_path else "transformers",
                               "tags": ["forgeloop", "llama-factory"]}
-    if "/" in root.base_path and not root.base_path.startswith("/"):
-        header["base_model"] = root.base_path  # a Hub id
+    base, base_id = base_model(s, mv)
+    if base_id:
+        header["base_model"] = base_id
     lines = ["---", *(f"{k}: {v}" for k, v in header.items()), "---", "", f"# {mv.name}", "",
-             f"A `{mv.kind}` model version made with Forgeloop; chat template `{mv.template}`.", "",
-             "## Lineage", ""]
+             f"A `{mv.kind}` model version made with Forgeloop; chat template `{mv.template}`.", ""]
+    if mv.adapter_path:
+        on = f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else (
+            f"the local model `{base.name if base else mv.base_path}`, which is not on the Hub")
+        lines += [f"A LoRA adapter: load it on top of {on}.", ""]
+    elif base_id and base is not mv:
+        lines += [f"Fine-tuned from [`{base_id}`](https://huggingface.co/{base_id}).", ""]
+    lines += ["## Lineage", ""]
     for step in chain:
         lines.append(f"- **{step.name}** ({step.kind})")
         lines += _run_lines(s, step)

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
-from app.core.tables import Dataset, Job, ModelVersion, Run
+from app.core.tables import Dataset, Deployment, Job, ModelVersion, Run
 from app.models.starter_model import STARTER_TEMPLATE
 
 if TYPE_CHECKING:
@@ -326,6 +326,10 @@ def delete_model(wb: Workbench, model_id: int) -> None:
             if model_id in (job.params.get("model_id"), job.params.get("parent_id")):
                 raise Conflict(f"job #{job.id} ({job.title}) is using {mv.name!r}; "
                                "wait for it or cancel it first")
+        # Records of copies pushed elsewhere go with it; the copies stay where they are.
+        for dep in s.exec(select(Deployment).where(Deployment.model_id == model_id)):
+            s.delete(dep)
+        s.flush()
         s.delete(mv)
         s.commit()
 
