@@ -20,7 +20,7 @@ from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.tables import Job, ModelVersion
 from app.models.card import model_card
 from app.models.gguf_meta import align_gguf
-from app.models.registry import check_model_files, check_name, get_model
+from app.models.registry import check_folder_free, check_model_files, check_name, get_model
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -66,6 +66,7 @@ def start_merge(wb: Workbench, model_id: int, name: str | None = None, dtype: st
         raise InvalidInput(f"model name {name!r}: use letters, digits, '_', '-' or '.'")
     with wb.session() as s:
         check_name(s, name)
+        check_folder_free(s, wb.settings.models_dir / name)
     folder = _job_folder(wb, MERGE, name)
     config = {
         "model_name_or_path": mv.base_path, "adapter_name_or_path": mv.adapter_path,
@@ -94,6 +95,7 @@ def finish_merge(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
         raise InvalidInput("the model that was merged has been deleted meanwhile")
     name, target = job.params["name"], Path(job.params["target"])
     check_name(s, name)  # taken while the merge ran: fail rather than overwrite
+    check_folder_free(s, target)  # a renamed version may still live there
     if target.exists():
         shutil.rmtree(target)  # a leftover of an interrupted export, never registered
     mv = ModelVersion(name=name, kind="full", base_path=str(target), template=parent.template,

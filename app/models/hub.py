@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from app.core.errors import EngineError, ForgeloopError, InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
@@ -30,6 +30,7 @@ from app.models.card import base_model, model_card
 from app.models.export import FOLDER_NAME_RE, LOCAL_KINDS
 from app.models.registry import (
     HUB_ID_RE,
+    check_folder_free,
     check_model_files,
     check_name,
     check_template,
@@ -251,14 +252,6 @@ def finish_push(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     job.result = {**result, "deployment_id": dep.id, "model_id": mv.id}
 
 
-def _target_free(s: Session, target: Path) -> None:
-    """storage/models/NAME may be a leftover of an interrupted job, but never a registered model's."""
-    for mv in s.exec(select(ModelVersion)):
-        paths = [Path(p) for p in (mv.base_path, *(mv.adapter_path or "").split(",")) if p]
-        if any(p == target or target in p.parents or p in target.parents for p in paths):
-            raise InvalidInput(f"{target} holds the weights of {mv.name!r}; choose another name")
-
-
 def start_pull(wb: Workbench, repo_id: str, name: str | None = None, revision: str | None = None,
                template: str | None = None) -> Job:
     """Queue a download of a Hub model into storage/models/NAME; its finish step registers it
@@ -276,7 +269,7 @@ def start_pull(wb: Workbench, repo_id: str, name: str | None = None, revision: s
     target = wb.settings.models_dir / name
     with wb.session() as s:
         check_name(s, name)
-        _target_free(s, target)
+        check_folder_free(s, target)
     if hub_offline(wb):
         raise EngineError(f"{OFFLINE}: HF_HUB_OFFLINE is set for Forgeloop's jobs; unset it to pull "
                           f"{repo_id}")
@@ -298,7 +291,7 @@ def finish_pull(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
             if not (built / "config.json").is_file():
                 raise InvalidInput(f"{job.params['repo_id']} has no config.json: not a transformers model")
             check_name(s, name)  # taken while the download ran: fail rather than overwrite
-            _target_free(s, target)
+            check_folder_free(s, target)
         except ForgeloopError as e:
             job.status, job.error = "failed", str(e)
     if job.status != "succeeded":

@@ -144,6 +144,7 @@ def finish_starter(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> Non
     if job.status == "succeeded":
         name, target = job.params["name"], Path(job.params["target"])
         check_name(s, name)  # taken while the build ran: fail rather than overwrite
+        check_folder_free(s, target)  # a renamed version may still live there
         if target.exists():
             shutil.rmtree(target)  # a leftover from an interrupted build, never registered
         mv = ModelVersion(name=name, kind="base", base_path=str(target), template=STARTER_TEMPLATE,
@@ -167,6 +168,14 @@ def create_starter_model(wb: Workbench, name: str = STARTER_NAME, spec: StarterS
     if job.status != "succeeded":
         raise InvalidInput(f"building the starter model {job.status}: {job.error}")
     return get_model(wb, job.result["model_id"])
+
+
+def check_folder_free(s: Session, target: Path) -> None:
+    """storage/models/NAME may be a leftover of an interrupted job, but never a registered model's."""
+    for mv in s.exec(select(ModelVersion)):
+        paths = [Path(p) for p in (mv.base_path, *(mv.adapter_path or "").split(",")) if p]
+        if any(p == target or target in p.parents or p in target.parents for p in paths):
+            raise InvalidInput(f"{target} holds the weights of {mv.name!r}; choose another name")
 
 
 def list_models(wb: Workbench, include_archived: bool = True) -> list[ModelVersion]:

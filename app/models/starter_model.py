@@ -79,9 +79,11 @@ def _train_tokenizer(lines: list[str], vocab_size: int, out_dir: Path) -> None:
         "pad_token": "<pad>",
         "add_bos_token": True,
         "add_eos_token": False,
-        # Legacy SentencePiece spacing (a "▁" after each special token) is what llama.cpp
-        # does for every SPM vocab, so the GGUF export reads prompts exactly as training did.
-        "legacy": True,
+        "legacy": False,
+        # No "▁" glued to the start of each text piece: LLaMA-Factory encodes a prompt piece
+        # by piece, so with it prompts would differ from the same text tokenised at once, and
+        # llama.cpp reads this flag (GGUF add_space_prefix) to split prompts like training did.
+        "add_prefix_space": False,
         "model_max_length": 512,
         "chat_template": CHATML_JINJA,
         "additional_special_tokens": CHAT_SYMBOLS,
