@@ -11,7 +11,7 @@ LLAMA_CPP ?= llama-cpp-python==0.3.36
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev browser llama lint bench clean-venv
+.PHONY: run test install install-dev browser golang llama lint bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,17 @@ browser:
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null || \
 	echo "warning: apt-get install chromium failed; browser tests will skip" >&2
 
-test: install-dev browser llama
+# Go for the Ollama template checks (tests/gotmpl renders TEMPLATEs with Go's text/template):
+# Debian's golang-go, installed like chromium; without it those tests skip, except under CI=true.
+golang:
+	@if command -v go >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "warning: no go and no root to install it; Ollama template tests will skip" >&2; exit 0; fi; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq golang-go >/dev/null || \
+	echo "warning: apt-get install golang-go failed; Ollama template tests will skip" >&2
+
+test: install-dev browser golang llama
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev

@@ -95,13 +95,19 @@ def build(wb: Workbench) -> gr.Tab:
         with gr.Row():
             ollama_state = gr.Markdown()
             check_ollama = gr.Button("Check Ollama", scale=0)
-        with gr.Accordion("Rename, tag, notes, archive the chosen model", open=False):
+        with gr.Accordion("Rename, tag, notes, archive, system prompt of the chosen model", open=False):
             with gr.Row():
                 new_name = gr.Textbox(label="New name (empty: keep)")
                 tags = gr.Textbox(label="Tags, comma-separated (empty: keep)")
                 archived = gr.Radio([("keep", "keep"), ("archive", "archive"), ("restore", "restore")],
                                     value="keep", label="Archive (hidden from pickers, kept on disk)")
             notes = gr.Textbox(label="Notes (empty: keep)", lines=2)
+            with gr.Row():
+                system_prompt = gr.Textbox(
+                    label="System prompt (empty: keep)", lines=2, scale=4,
+                    info="Used by the arena's chat when none is given, as training's default_system "
+                         "and as an Ollama deployment's SYSTEM; without one the template's default applies.")
+                clear_system = gr.Checkbox(label="Clear the system prompt", value=False, scale=1)
             save = gr.Button("Save changes")
         with gr.Accordion("Export the chosen model (merge adapters, GGUF)", open=False):
             with gr.Row():
@@ -267,17 +273,20 @@ def build(wb: Workbench) -> gr.Tab:
         check_ollama.click(on_check_ollama, None, ollama_state, api_name="check_ollama")
 
         @user_errors
-        def on_save(model_id, name_, tags_, archive_, notes_):
+        def on_save(model_id, name_, tags_, archive_, notes_, system_, clear_system_):
             mv = registry.edit_model(
                 wb, need(model_id), name=(name_ or "").strip() or None,
                 tags=[x for x in tags_.split(",")] if (tags_ or "").strip() else None,
                 notes=notes_ if (notes_ or "").strip() else None,
-                archived={"archive": True, "restore": False}.get(archive_))
+                archived={"archive": True, "restore": False}.get(archive_),
+                system_prompt="" if clear_system_ else (system_ if (system_ or "").strip() else None))
             choices = gr.update(choices=all_models(wb))
-            return f"Saved **{mv.name}**.", models_frame(wb), choices, choices
+            system = registry.model_system_prompt(mv)
+            note = f" System prompt: {len(system):,} characters." if system else " No own system prompt."
+            return f"Saved **{mv.name}**.{note}", models_frame(wb), choices, choices
 
-        save.click(on_save, [target, new_name, tags, archived, notes], [status, table, target, pick],
-                   api_name="edit_model")
+        save.click(on_save, [target, new_name, tags, archived, notes, system_prompt, clear_system],
+                   [status, table, target, pick], api_name="edit_model")
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
                             gr.update(choices=all_models(wb)), gr.update(choices=all_models(wb))),
                    None, [table, starter_box, pick, target], show_api=False)

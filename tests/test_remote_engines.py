@@ -123,6 +123,18 @@ def test_ollama_system_prompt(stub: OllamaStub) -> None:
     assert sent[2] == user(PROMPT)
 
 
+def test_a_served_models_own_system_prompt(stub: OllamaStub, wb) -> None:
+    from app.models import registry
+
+    mv = registry.register_remote_model(wb, "served", "ollama", stub.url, BASE)
+    mv = registry.edit_model(wb, mv.id, system_prompt="model's own")
+    cache = chat_engines.chat_cache(wb)
+    run(cache.engine(mv), user(PROMPT), GenSettings())
+    run(cache.engine(mv), user(PROMPT), GenSettings(system_prompt="the chat's"))
+    sent = [b["messages"][0] for b in stub.recorder.bodies("/api/chat")]
+    assert sent == [{"role": "system", "content": "model's own"}, {"role": "system", "content": "the chat's"}]
+
+
 def test_ollama_unknown_model(stub: OllamaStub) -> None:
     with pytest.raises(EngineError, match=r"model 'nope:7b' not found") as err:
         list(OllamaEngine(stub.url, "nope:7b").stream(user(PROMPT), GenSettings()))
@@ -209,6 +221,15 @@ def test_openai_payload_and_bearer(scripted: tuple[str, Recorder]) -> None:
     run(OpenAIEngine(base, "length"), user("hi"), GenSettings(temperature=0.5, top_p=0.8))
     _, headers, body = rec.requests[-1]
     assert "authorization" not in headers and (body["temperature"], body["top_p"]) == (0.5, 0.8)
+
+
+def test_openai_uses_the_models_own_system_prompt(scripted: tuple[str, Recorder]) -> None:
+    base, rec = scripted
+    engine = OpenAIEngine(base, "length", system_prompt="model's own")
+    run(engine, user("hi"), GenSettings())
+    assert rec.requests[-1][2]["messages"][0] == {"role": "system", "content": "model's own"}
+    run(engine, user("hi"), GenSettings(system_prompt="the chat's"))
+    assert rec.requests[-1][2]["messages"][0] == {"role": "system", "content": "the chat's"}
 
 
 def test_openai_server_errors(scripted: tuple[str, Recorder]) -> None:

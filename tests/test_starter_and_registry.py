@@ -170,3 +170,12 @@ def test_the_models_routes_edit_and_hide_archived_versions(starter_server):
                           "error": "cannot reach Ollama at http://127.0.0.1:11434"}
         empty = client.patch(f"/api/models/{base.id}", json={})
         assert empty.status_code == 422 and "nothing to change" in empty.json()["error"]["message"]
+        r = client.patch(f"/api/models/{base.id}", json={"system_prompt": "Answer in one line."})
+        assert r.status_code == 200 and r.json()["system_prompt"] == "Answer in one line."
+        assert registry.get_model(wb, base.id).meta["system_prompt"] == "Answer in one line."
+        assert client.get(f"/api/models/{base.id}").json()["system_prompt"] == "Answer in one line."
+        r = client.patch(f"/api/models/{base.id}", json={"system_prompt": ""})  # "" clears it
+        assert r.status_code == 200 and r.json()["system_prompt"] == ""
+        assert "system_prompt" not in registry.get_model(wb, base.id).meta
+        r = client.patch(f"/api/models/{base.id}", json={"system_prompt": "x" * 20_001})
+        assert r.status_code == 422 and "system prompt" in r.json()["error"]["message"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from app.core.errors import EngineError
 from app.core.tables import ModelVersion
 from app.inference.generation import Finish, GenSettings
-from app.models.registry import check_model_files
+from app.models.registry import check_model_files, model_system_prompt
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -86,6 +86,13 @@ class LocalEngine:
         stop_at_declared_eos(self.model.engine, Path(mv.base_path))
         self.size = estimate_bytes(mv)
         self._slots = device_lock
+        # The version's own system prompt; ChatCache.engine refreshes it on every use.
+        self.system_prompt = model_system_prompt(mv)
+
+    def system_for(self, gen: GenSettings) -> str | None:
+        """The request's system prompt, else the model's; None lets LLaMA-Factory use the
+        template's default system prompt, as in training."""
+        return gen.system_prompt or self.system_prompt or None
 
     def close(self) -> None:
         """Stop ChatModel's background event loop so the weights can be freed."""
@@ -97,7 +104,7 @@ class LocalEngine:
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
         pieces = []
         with self._slots:  # a bounded number of local generations at once
-            for piece in self.model.stream_chat(messages, system=gen.system_prompt or None,
+            for piece in self.model.stream_chat(messages, system=self.system_for(gen),
                                                 **gen.sampling_kwargs()):
                 pieces.append(piece)
                 yield piece
@@ -123,7 +130,9 @@ class ChatCache:
         with self._lock:
             if mv.id in self._models:
                 self._models.move_to_end(mv.id)
-                return self._models[mv.id]
+                engine = self._models[mv.id]
+                engine.system_prompt = model_system_prompt(mv)  # edited since it was loaded
+                return engine
             engine = LocalEngine(mv, self._slots)
             self._models[mv.id] = engine
             self._evict(keep=mv.id)
@@ -146,9 +155,11 @@ class ChatCache:
         endpoint = (mv.meta or {}).get("endpoint")
         if not endpoint:
             raise EngineError(f"model {mv.name!r} has no endpoint URL")
+        system = model_system_prompt(mv)
         if mv.kind == "ollama":
-            return OllamaEngine(endpoint, mv.base_path)
-        return OpenAIEngine(endpoint, mv.base_path, api_key=(mv.meta or {}).get("api_key"))
+            return OllamaEngine(endpoint, mv.base_path, system_prompt=system)
+        return OpenAIEngine(endpoint, mv.base_path, api_key=(mv.meta or {}).get("api_key"),
+                            system_prompt=system)
 
     def loaded(self) -> list[dict[str, Any]]:
         return [{"model_id": k, "bytes": e.size} for k, e in self._models.items()]

@@ -53,8 +53,11 @@ _OLLAMA_FAILURES = (ollama.ResponseError, ConnectionError, httpx.HTTPError, Valu
 
 
 class OllamaEngine:
-    def __init__(self, host: str, model: str, timeout: float = 120.0) -> None:
+    def __init__(self, host: str, model: str, timeout: float = 120.0, system_prompt: str = "") -> None:
         self.host, self.model, self.timeout = host, model, timeout
+        # The registered version's system prompt, sent when a request has none (else the
+        # server's own SYSTEM applies).
+        self.system_prompt = system_prompt
 
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
         # temperature 0 makes Ollama decode greedily, so it is passed through unchanged.
@@ -62,8 +65,8 @@ class OllamaEngine:
         reason = None
         try:
             with ollama.Client(host=self.host, timeout=self.timeout) as client:
-                parts = client.chat(self.model, _with_system(messages, gen.system_prompt),
-                                    stream=True, options=options)
+                system = gen.system_prompt or self.system_prompt
+                parts = client.chat(self.model, _with_system(messages, system), stream=True, options=options)
                 for part in parts:
                     if part.message.content:
                         yield part.message.content
@@ -172,12 +175,15 @@ def _sse_chunks(resp: httpx.Response, base: str) -> Iterator[dict[str, Any]]:
 
 
 class OpenAIEngine:
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
+                 system_prompt: str = "") -> None:
         self._client = _OpenAIClient(base_url, api_key, timeout)  # immutable after init
         self.model = model
+        self.system_prompt = system_prompt  # the registered version's, used when a request has none
 
     def _payload(self, messages: list[dict[str, str]], gen: GenSettings) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, "messages": _with_system(messages, gen.system_prompt),
+        messages = _with_system(messages, gen.system_prompt or self.system_prompt)
+        payload: dict[str, Any] = {"model": self.model, "messages": messages,
                                    "stream": True, "max_tokens": gen.max_new_tokens}
         # Greedy is requested as temperature 0, which OpenAI, vLLM and LLaMA-Factory all accept
         # (LLaMA-Factory turns it into do_sample=False). Omitting temperature would NOT be greedy there:

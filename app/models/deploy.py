@@ -130,7 +130,10 @@ def plan_deploy(wb: Workbench, model_id: int, mode: str = "merged", gguf_type: s
         name = ollama_name(wb, s, mv)
         latest = ollama_name(wb, s, mv, STABLE_TAG) if stable_tag else None
     _check_tokenizer(gguf, mv.template, weights_dir)
-    fmt = ollama_format(mv)
+    fmt = ollama_format(mv, runner_adds_bos=read_add_bos(gguf["path"]))
+    if fmt.extra_bos:  # unreachable after _check_tokenizer, kept as the last guard
+        raise InvalidInput(f"Ollama would put a BOS token before prompts the {mv.template} template "
+                           "never starts with; convert the model again (Export → GGUF)")
     parameters: dict[str, Any] = {"stop": fmt.stop}
     if ctx := context_length(weights_dir):
         parameters["num_ctx"] = ctx

@@ -98,10 +98,11 @@ def finish_merge(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     check_folder_free(s, target)  # a renamed version may still live there
     if target.exists():
         shutil.rmtree(target)  # a leftover of an interrupted export, never registered
+    meta = {"merged_from": parent.id, "adapters": parent.adapter_path, "dtype": job.params["dtype"]}
+    if system := (parent.meta or {}).get("system_prompt"):
+        meta["system_prompt"] = system  # the same weights chat with the same prompt
     mv = ModelVersion(name=name, kind="full", base_path=str(target), template=parent.template,
-                      finetuning_type="full", parent_id=parent.id, in_arena=False,
-                      meta={"merged_from": parent.id, "adapters": parent.adapter_path,
-                            "dtype": job.params["dtype"]})
+                      finetuning_type="full", parent_id=parent.id, in_arena=False, meta=meta)
     s.add(mv)
     s.flush()
     built.rename(target)

@@ -191,12 +191,27 @@ def is_archived(mv: ModelVersion) -> bool:
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$")
 
 
+SYSTEM_PROMPT_LIMIT = 20_000
+
+
+def model_system_prompt(mv: ModelVersion) -> str:
+    """The version's own system prompt ("" when it has none): the arena's chat uses it when a
+    request gives none, training passes it as LLaMA-Factory's ``default_system``, and an Ollama
+    deployment writes it as SYSTEM. Without one, the template's default system prompt applies."""
+    value = (mv.meta or {}).get("system_prompt")
+    return value if isinstance(value, str) else ""
+
+
 def edit_model(wb: Workbench, model_id: int, name: str | None = None, tags: list[str] | None = None,
-               notes: str | None = None, archived: bool | None = None) -> ModelVersion:
+               notes: str | None = None, archived: bool | None = None,
+               system_prompt: str | None = None) -> ModelVersion:
     """Rename, tag, annotate or archive a version (archived: hidden from pickers and out of
-    the arena, kept on disk and in the lineage). ``None`` leaves a field as it is."""
-    if name is None and tags is None and notes is None and archived is None:
-        raise InvalidInput("nothing to change: give a name, tags, notes or archived")
+    the arena, kept on disk and in the lineage), or set its system prompt ("" clears it).
+    ``None`` leaves a field as it is."""
+    if name is None and tags is None and notes is None and archived is None and system_prompt is None:
+        raise InvalidInput("nothing to change: give a name, tags, notes, archived or a system prompt")
+    if system_prompt is not None and len(system_prompt) > SYSTEM_PROMPT_LIMIT:
+        raise InvalidInput(f"a system prompt is limited to {SYSTEM_PROMPT_LIMIT:,} characters")
     if tags is not None:
         tags = sorted({t.strip() for t in tags if t.strip()})
         bad = [t for t in tags if not TAG_RE.match(t)]
@@ -216,6 +231,11 @@ def edit_model(wb: Workbench, model_id: int, name: str | None = None, tags: list
             meta["tags"] = tags
         if notes is not None:
             meta["notes"] = notes.strip()
+        if system_prompt is not None:
+            if system_prompt.strip():
+                meta["system_prompt"] = system_prompt
+            else:
+                meta.pop("system_prompt", None)
         if archived is not None:
             meta["archived"] = archived
             if archived:

@@ -26,7 +26,7 @@ from app.core.hardware import Hardware, precision
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.progress_log import TRAINER_LOG, ProgressTail, log_tail, summarise
 from app.core.tables import Dataset, Job, ModelVersion, Run
-from app.models.registry import check_model_files, get_model
+from app.models.registry import check_model_files, get_model, model_system_prompt
 from app.train.overrides import validate_overrides
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ def build_config(
         cfg["adapter_name_or_path"] = model.adapter_path
         cfg["create_new_adapter"] = True
     cfg.update(recipe.defaults)
+    if system := model_system_prompt(model):
+        # The version's system prompt is its default; a user's default_system override wins.
+        cfg["default_system"] = system
     cfg.update(
         {
             "dataset": ",".join(d.name for d in datasets),
@@ -462,6 +465,10 @@ def _register_output(s, run: Run, finetuning_type: str, in_arena: bool) -> int:
         base, adapter = parent.base_path, ",".join(chain)
     else:
         base, adapter = run.output_dir, None
+    meta: dict = {"metrics": run.metrics, "recipe": run.recipe}
+    trained_system = (run.config or {}).get("default_system")
+    if isinstance(trained_system, str) and trained_system.strip():
+        meta["system_prompt"] = trained_system  # it chats with the prompt it was trained with
     mv = ModelVersion(
         name=name,
         kind="adapter" if adapter else "full",
@@ -472,7 +479,7 @@ def _register_output(s, run: Run, finetuning_type: str, in_arena: bool) -> int:
         parent_id=parent.id,
         run_id=run.id,
         in_arena=in_arena,
-        meta={"metrics": run.metrics, "recipe": run.recipe},
+        meta=meta,
     )
     s.add(mv)
     s.flush()

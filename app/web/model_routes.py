@@ -33,6 +33,7 @@ class EditBody(BaseModel):
     tags: list[str] | None = None
     notes: str | None = None
     archived: bool | None = None
+    system_prompt: str | None = None  # "" clears it
 
 
 def model_json(mv: ModelVersion) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
             "template": mv.template, "in_arena": mv.in_arena, "base_path": mv.base_path,
             "adapter_path": mv.adapter_path, "gguf": (mv.meta or {}).get("gguf", []),
             "tags": (mv.meta or {}).get("tags", []), "notes": (mv.meta or {}).get("notes", ""),
-            "archived": registry.is_archived(mv),
+            "archived": registry.is_archived(mv), "system_prompt": registry.model_system_prompt(mv),
             "created_at": mv.created_at.isoformat() if mv.created_at else None}
 
 

@@ -1,0 +1,3 @@
+module forgeloop/gotmpl
+
+go 1.19
