@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -327,14 +328,14 @@ def delete_model(wb: Workbench, model_id: int) -> None:
         others = s.exec(select(ModelVersion).where(ModelVersion.id != model_id)).all()
         owned = _owned_paths(wb, mv, others)
         s.commit()
-    for path in owned:
+    for path in owned:  # the row is gone: a file left behind is litter, never an error
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-        if path.parent != wb.settings.models_dir.resolve() and path.parent.is_dir() \
-                and not any(path.parent.iterdir()):
-            path.parent.rmdir()  # the emptied <name>-gguf folder
+        if path.parent != wb.settings.models_dir.resolve():
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the <name>-gguf folder, once empty
 
 
 def _owned_paths(wb: Workbench, mv: ModelVersion, others: list[ModelVersion]) -> list[Path]:
