@@ -1,4 +1,5 @@
-"""Registry tab: every model version with its lineage; the starter model for new users."""
+"""Registry tab: every model version in full (lineage, rating, size, deployments), two compared
+side by side; the starter model for new users."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from app.models import export, hub, registry
 from app.models.card import model_card
 from tabs import registry_deploy
 from tabs.common import follow_job, model_choices, progress_html, user_errors
+from tabs.version_panel import build_compare, show_version
 
 
 def all_models(wb: Workbench) -> list[tuple[str, int]]:
@@ -44,19 +46,6 @@ def token_text(wb: Workbench) -> str:
     state = hub.token_status(wb)
     return (f"Hub token: {where[state['source']]}." if state["set"]
             else "No Hub token: enter one to push (and to pull private or gated models).")
-
-
-def lineage_text(wb: Workbench, model_id: int | None) -> str:
-    if not model_id:
-        return ""
-    lines = []
-    for step in registry.lineage(wb, int(model_id)):
-        line = f"- **{step['name']}** ({step['kind']})"
-        if "run" in step:
-            ds = ", ".join(d["name"] for d in step.get("datasets", []))
-            line += f" ← run #{step['run']['id']} {step['run']['stage']} on {ds}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def build(wb: Workbench) -> gr.Tab:
@@ -139,10 +128,11 @@ def build(wb: Workbench) -> gr.Tab:
                 pull = gr.Button("Pull")
             hub_progress = gr.HTML()
         with gr.Row():
-            pick = gr.Dropdown(all_models(wb), label="Show lineage of", scale=4)
+            pick = gr.Dropdown(all_models(wb), label="Show version", scale=4)
             show_card = gr.Button("Model card")
-        lineage = gr.Markdown()
+        detail = gr.Markdown()
         card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)
+        compare_a, compare_b = build_compare(wb, all_models(wb))
 
         @user_errors
         def on_starter():
@@ -236,6 +226,7 @@ def build(wb: Workbench) -> gr.Tab:
         @user_errors
         def on_delete(model_id):
             registry.delete_model(wb, need(model_id))
+            chat_cache(wb).unload(int(model_id))  # its files may be gone now
             return "Deleted.", models_frame(wb)
 
         add_remote.click(on_remote, [r_name, r_kind, r_url, r_model, r_key], [status, table],
@@ -250,7 +241,7 @@ def build(wb: Workbench) -> gr.Tab:
         export_outs = [status, export_progress, table, target, pick]
         merge.click(on_merge, [target, merge_name, merge_dtype], export_outs, api_name="merge_model")
         to_gguf.click(on_gguf, [target, gguf_type], export_outs, api_name="convert_to_gguf")
-        pick.change(user_errors(lambda i: lineage_text(wb, i)), pick, lineage, show_api=False)
+        pick.change(user_errors(lambda i: show_version(wb, i)), pick, detail, api_name="version_view")
         set_token.click(on_set_token, token, [token_state, token], api_name="set_hub_token")
         hub_outs = [status, hub_progress, table, target, pick]
         push.click(on_push, [target, push_repo, push_gguf, push_private], hub_outs, api_name="push_to_hub")
@@ -287,7 +278,8 @@ def build(wb: Workbench) -> gr.Tab:
 
         save.click(on_save, [target, new_name, tags, archived, notes, system_prompt, clear_system],
                    [status, table, target, pick], api_name="edit_model")
+        pickers = [pick, target, compare_a, compare_b]
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),
-                            gr.update(choices=all_models(wb)), gr.update(choices=all_models(wb))),
-                   None, [table, starter_box, pick, target], show_api=False)
+                            *[gr.update(choices=all_models(wb))] * len(pickers)),
+                   None, [table, starter_box, *pickers], show_api=False)
     return tab

@@ -1,10 +1,11 @@
 """A stand-in for ``llamafactory-cli train`` in job-runner tests: it takes seconds, not a
-model. ``python tests/fake_trainer.py OUTPUT_DIR STEPS DELAY [ok|fail]``.
+model. ``python tests/fake_trainer.py OUTPUT_DIR STEPS DELAY [ok|fail|eval]``.
 
 Like LLaMA-Factory it appends one ``trainer_log.jsonl`` record per step, stops at the next
 step on SIGABRT (or SIGTERM) and still saves its "adapter", and writes
-``all_results.json`` only when it ran to the end. It drops a ``started`` marker beside the
-output so a test can tell whether a withdrawn job was ever launched.
+``all_results.json`` only when it ran to the end; ``eval`` also evaluates after the last
+step (an ``eval_loss`` record, and ``eval_loss`` in the results). It drops a ``started``
+marker beside the output so a test can tell whether a withdrawn job was ever launched.
 """
 
 import json
@@ -43,6 +44,13 @@ if mode == "fail":
     print("Traceback (most recent call last):\nRuntimeError: the fake trainer failed", flush=True)
     sys.exit(3)
 (out / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+results = {"train_loss": 1 / max(done, 1), "epoch": 1.0}
+if mode == "eval":
+    results["eval_loss"] = round(2 / max(done, 1), 4)
+    with open(out / "trainer_log.jsonl", "a") as f:
+        f.write(json.dumps({"current_steps": done, "total_steps": steps, "eval_loss": results["eval_loss"],
+                            "percentage": 100.0, "elapsed_time": "0:00:01",
+                            "remaining_time": "0:00:00"}) + "\n")
 if not stop:
-    (out / "all_results.json").write_text(json.dumps({"train_loss": 1 / max(done, 1), "epoch": 1.0}))
+    (out / "all_results.json").write_text(json.dumps(results))
 sys.exit(0)

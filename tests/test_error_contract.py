@@ -30,7 +30,7 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/deploy",
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
-             "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token"}
+             "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +139,15 @@ def probe(client: TestClient, route: APIRoute) -> int:
             assert_error(call())  # well-formed, but every id in it is missing
         probed += 6
     # A method the route does not take.
-    # (A path may have several routes, one per method: Allow lists them all.)
-    methods = set().union(*(r.methods for r in api_routes(client.app) if r.path == route.path))
+    # (A URL may match several routes, one per method, or a literal path and a parameter's
+    # such as /models/compare and /models/{model_id}: Allow lists them all. The catch-all
+    # that answers unknown paths is no route of its own.)
+    url = fill(route.path, missing)
+    methods = route.methods.union(*(r.methods for r in api_routes(client.app)
+                                    if r.include_in_schema and r.path_regex.match(url)))
     other = next((m for m in ("DELETE", "PUT", "PATCH") if m not in methods), None)
     if other is not None:
-        r = client.request(other, fill(route.path, missing))
+        r = client.request(other, url)
         assert_error(r, 405, "method_not_allowed")
         assert set(r.headers["allow"].split(", ")) == methods
         probed += 1

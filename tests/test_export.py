@@ -114,10 +114,13 @@ def test_the_registry_tab_converts_through_its_api_endpoint(starter_server):
     assert record["path"] in message
 
 
-def test_a_model_being_exported_cannot_be_deleted(wb, starter):
+def test_a_model_being_exported_cannot_be_deleted(wb, starter, starter_dir):
     job = export.start_gguf(wb, starter.id, "f32")
     with pytest.raises(Conflict, match=f"job #{job.id} .* is using 'starter'"):
         registry.delete_model(wb, starter.id)
-    assert wb.jobs.wait(job.id, 600).status == "succeeded"
+    job = wb.jobs.wait(job.id, 600)
+    assert job.status == "succeeded" and Path(job.result["path"]).is_file()
     registry.delete_model(wb, starter.id)  # free again once the job ended
     assert registry.list_models(wb) == []
+    # Its GGUF under storage/models goes with it; the weights folder it was registered from stays.
+    assert not Path(job.result["path"]).parent.exists() and (starter_dir / "config.json").is_file()

@@ -1,5 +1,5 @@
-"""A model card (Markdown with the Hub's YAML header) for any version, built from what the
-registry knows: lineage, the recipe and hyper-parameters of each run, datasets with their
+"""A model card (Markdown with the Hub's YAML header) for any version, rendered from its
+``version_record``: lineage, the recipe and hyper-parameters of each run, datasets with their
 hashes, and the arena record. Merges write it beside the weights as README.md."""
 
 from __future__ import annotations
@@ -7,32 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel import Session, select
 
 from app.core.errors import NotFound
-from app.core.tables import Dataset, Deployment, ModelVersion, Run
+from app.core.tables import Deployment, ModelVersion
+from app.models.version_record import arena_record, version_record
+
+__all__ = ["arena_record", "base_model", "hub_id", "model_card"]
 
 # Hyper-parameters a card lists for each run, when the run set them.
 CARD_PARAMS = ("finetuning_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
                "gradient_accumulation_steps", "lora_rank", "lora_alpha", "pref_beta", "cutoff_len")
-RECORD_SQL = text(
-    "SELECT b.model_a_id, b.model_b_id, v.choice FROM votes v JOIN battles b ON b.id = v.battle_id "
-    "WHERE (b.model_a_id = :m OR b.model_b_id = :m) AND b.model_a_id != b.model_b_id"
-)
-
-
-def arena_record(s: Session, model_id: int) -> dict[str, int]:
-    """Wins, losses and ties of a version over every vote it was in (both-bad counts as a tie)."""
-    record = {"wins": 0, "losses": 0, "ties": 0}
-    for a, _b, choice in s.connection().execute(RECORD_SQL, {"m": model_id}):
-        if choice in ("tie", "both_bad"):
-            record["ties"] += 1
-        elif (choice == "a") == (a == model_id):
-            record["wins"] += 1
-        else:
-            record["losses"] += 1
-    return record
+CARD_METRICS = ("final_loss", "final_eval_loss", "final_accuracy", "steps")
 
 
 def _chain(s: Session, mv: ModelVersion) -> list[ModelVersion]:
@@ -78,22 +64,17 @@ def base_model(s: Session, mv: ModelVersion) -> tuple[ModelVersion | None, str |
     return root, hub_id(s, root, pushed=root is not mv)
 
 
-def _run_lines(s: Session, step: ModelVersion) -> list[str]:
-    if step.run_id is None:
-        return []
-    run = s.get(Run, step.run_id)
+def _run_lines(step: dict[str, Any]) -> list[str]:
+    run = step.get("run")
     if run is None:
         return []
-    params = ", ".join(f"`{k}`: {run.config[k]}" for k in CARD_PARAMS if k in run.config)
-    lines = [f"  - trained by run `{run.name}`: stage `{run.stage}`, recipe `{run.recipe}`"
+    params = ", ".join(f"`{k}`: {step['recipe'][k]}" for k in CARD_PARAMS if k in step["recipe"])
+    lines = [f"  - trained by run `{run['name']}`: stage `{run['stage']}`, recipe `{run['recipe']}`"
              + (f"; {params}" if params else "")]
-    for ds_id in run.dataset_ids:
-        ds = s.get(Dataset, ds_id)
-        if ds is not None:
-            lines.append(f"  - dataset `{ds.name}` ({ds.kind}, {ds.num_rows} rows, from {ds.source}), "
-                         f"sha256 `{ds.sha256}`")
-    metrics = {k: v for k, v in (run.metrics or {}).items() if k in ("final_loss", "final_eval_loss",
-                                                                      "final_accuracy", "steps")}
+    for ds in step["datasets"]:
+        lines.append(f"  - dataset `{ds['name']}` ({ds['kind']}, {ds['rows']} rows, from {ds['source']}), "
+                     f"sha256 `{ds['sha256']}`")
+    metrics = {k: run["metrics"][k] for k in CARD_METRICS if k in run["metrics"]}
     if metrics:
         lines.append("  - final metrics: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return lines
@@ -103,14 +84,14 @@ def model_card(s: Session, model_id: int) -> str:
     mv = s.get(ModelVersion, model_id)
     if mv is None:
         raise NotFound(f"no model with id {model_id}")
-    chain = _chain(s, mv)
-    header: dict[str, Any] = {"library_name": "peft" if mv.adapter_path else "transformers",
+    rec = version_record(s, model_id)
+    header: dict[str, Any] = {"library_name": "peft" if rec["adapter_path"] else "transformers",
                               "tags": ["forgeloop", "llama-factory"]}
     base, base_id = base_model(s, mv)
     if base_id:
         header["base_model"] = base_id
-    lines = ["---", *(f"{k}: {v}" for k, v in header.items()), "---", "", f"# {mv.name}", "",
-             f"A `{mv.kind}` model version made with Forgeloop; chat template `{mv.template}`.", ""]
+    lines = ["---", *(f"{k}: {v}" for k, v in header.items()), "---", "", f"# {rec['name']}", "",
+             f"A `{rec['kind']}` model version made with Forgeloop; chat template `{rec['template']}`.", ""]
     if mv.adapter_path:
         on = f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else (
             f"the local model `{base.name if base else mv.base_path}`, which is not on the Hub")
@@ -118,10 +99,10 @@ def model_card(s: Session, model_id: int) -> str:
     elif base_id and base is not mv:
         lines += [f"Fine-tuned from [`{base_id}`](https://huggingface.co/{base_id}).", ""]
     lines += ["## Lineage", ""]
-    for step in chain:
-        lines.append(f"- **{step.name}** ({step.kind})")
-        lines += _run_lines(s, step)
-    record = arena_record(s, mv.id)
+    for step in rec["lineage"]:
+        lines.append(f"- **{step['name']}** ({step['kind']})")
+        lines += _run_lines(step)
+    record = rec["arena_record"]
     votes = sum(record.values())
     lines += ["", "## Arena record", ""]
     lines.append(f"{record['wins']} wins, {record['losses']} losses and {record['ties']} ties in {votes} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -18,8 +19,10 @@ from sqlmodel import Session, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
-from app.core.tables import Dataset, Deployment, Job, ModelVersion, Run
+from app.core.tables import Deployment, Job, ModelVersion, Run
+from app.models import version_record
 from app.models.starter_model import STARTER_TEMPLATE
+from app.models.version_record import ENDED_DEPLOYMENTS, LOCAL_KINDS
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -279,24 +282,8 @@ def check_model_files(mv: ModelVersion) -> None:
 def lineage(wb: Workbench, model_id: int) -> list[dict[str, Any]]:
     """The chain from ``model_id`` back to its base: each model with the run and
     datasets that produced it."""
-    chain = []
     with wb.session() as s:
-        mv = s.get(ModelVersion, model_id)
-        if mv is None:
-            raise NotFound(f"no model with id {model_id}")
-        while mv is not None:
-            step: dict[str, Any] = {"model_id": mv.id, "name": mv.name, "kind": mv.kind}
-            if mv.run_id:
-                run = s.get(Run, mv.run_id)
-                step["run"] = {"id": run.id, "stage": run.stage, "recipe": run.recipe}
-                step["datasets"] = [
-                    {"id": d.id, "name": d.name, "source": d.source}
-                    for d in (s.get(Dataset, i) for i in run.dataset_ids)
-                    if d is not None
-                ]
-            chain.append(step)
-            mv = s.get(ModelVersion, mv.parent_id) if mv.parent_id else None
-    return chain
+        return version_record.lineage(s, model_id)
 
 
 def register_remote_model(
@@ -336,7 +323,10 @@ def set_in_arena(wb: Workbench, model_id: int, in_arena: bool) -> ModelVersion:
 
 
 def delete_model(wb: Workbench, model_id: int) -> None:
-    """Forget a model that nothing depends on (no children, runs or battles)."""
+    """Forget a model that nothing depends on (no children, runs, battles, live deployments or
+    jobs reading it), then remove the files it owns: its folder and GGUF files under
+    storage/models, unless another version still points at them. Files go only once the row
+    is gone, so a refused or failed delete leaves everything in place."""
     from app.core.tables import Battle
 
     with wb.session() as s:
@@ -350,17 +340,53 @@ def delete_model(wb: Workbench, model_id: int) -> None:
         if s.exec(select(Battle).where((Battle.model_a_id == model_id) | (Battle.model_b_id == model_id))
                   ).first():
             raise Conflict(f"{mv.name!r} has arena battles; take it out of the arena instead")
+        deployed = s.exec(select(Deployment).where(Deployment.model_id == model_id)).all()
+        for d in deployed:  # a Hub copy lives on without this version; an Ollama model needs it
+            if d.target != "hub" and d.status not in ENDED_DEPLOYMENTS:
+                raise Conflict(f"{mv.name!r} is deployed ({d.target} {d.name!r}, {d.status}); "
+                               "remove the deployment first")
         # Jobs name the model they read in their params (an export's model_id or parent_id).
         for job in s.exec(select(Job).where(Job.status.in_(ACTIVE))):
             if model_id in (job.params.get("model_id"), job.params.get("parent_id")):
                 raise Conflict(f"job #{job.id} ({job.title}) is using {mv.name!r}; "
                                "wait for it or cancel it first")
-        # Records of copies pushed elsewhere go with it; the copies stay where they are.
-        for dep in s.exec(select(Deployment).where(Deployment.model_id == model_id)):
-            s.delete(dep)
+        # Records of ended deployments and of Hub copies go with it; the copies stay.
+        for d in deployed:
+            s.delete(d)
         s.flush()
         s.delete(mv)
+        others = s.exec(select(ModelVersion).where(ModelVersion.id != model_id)).all()
+        owned = _owned_paths(wb, mv, others)
         s.commit()
+    for path in owned:  # the row is gone: a file left behind is litter, never an error
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if path.parent != wb.settings.models_dir.resolve():
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the <name>-gguf folder, once empty
+
+
+def _owned_paths(wb: Workbench, mv: ModelVersion, others: list[ModelVersion]) -> list[Path]:
+    """What deleting ``mv`` may remove: its weights folder and GGUF files when they lie under
+    storage/models (a starter build, a merge, a conversion) and no other version uses them.
+    Adapters belong to their run's folder and user folders to the user: neither is touched."""
+    root = wb.settings.models_dir.resolve()
+    candidates = [g["path"] for g in (mv.meta or {}).get("gguf", []) if g.get("path")]
+    if mv.kind in ("base", "full") and not mv.adapter_path:
+        candidates.append(mv.base_path)
+    used = set()
+    for m in others:
+        refs = [m.base_path, *(m.adapter_path or "").split(","),
+                *(g.get("path", "") for g in (m.meta or {}).get("gguf", []))]
+        used |= {str(Path(r).resolve()) for r in refs if r and m.kind in LOCAL_KINDS}
+    out = []
+    for c in candidates:
+        path = Path(c).resolve()
+        if path != root and path.is_relative_to(root) and str(path) not in used:
+            out.append(path)
+    return out
 
 
 def register_adapter(wb: Workbench, name: str, parent_id: int, adapter_path: str) -> ModelVersion:

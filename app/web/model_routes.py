@@ -1,4 +1,5 @@
-"""Registry REST routes: list versions, read one and its model card, export one (merge or GGUF, as a job)."""
+"""Registry REST routes: list versions, read one in full (rating, size, deployments…) and its
+model card, compare two, export one (merge or GGUF, as a job)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.params import Depends
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
+from app.arena.version_view import compare_versions, version_view
 from app.core.errors import InvalidInput
 from app.core.tables import ModelVersion
 from app.inference.remote_engines import ollama_health
@@ -57,9 +59,15 @@ def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRou
     def models(include_archived: bool = False):
         return [model_json(m) for m in registry.list_models(wb, include_archived)]
 
+    # Before /models/{model_id}, which would otherwise take "compare" for an id.
+    @r.get("/models/compare")
+    def compare(a: int, b: int, include_named: bool = False):
+        return compare_versions(wb, a, b, include_named=include_named)
+
     @r.get("/models/{model_id}")
     def model(model_id: int):
-        return {**model_json(registry.get_model(wb, model_id)), "lineage": registry.lineage(wb, model_id)}
+        """The full version view, with the registry's list fields kept as they were."""
+        return {**version_view(wb, model_id), **model_json(registry.get_model(wb, model_id))}
 
     @r.patch("/models/{model_id}")
     def edit(model_id: int, body: EditBody):
