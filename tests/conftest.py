@@ -3,6 +3,8 @@ each test gets its own storage dir and SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -25,6 +27,18 @@ FAST = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "gradient_accum
         "learning_rate": 1e-3, "warmup_ratio": 0.0, "save_steps": 1000}
 
 
+@contextlib.contextmanager
+def cache_lock():
+    """One builder at a time for the shared cache (several pytest runs may share it)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _starter_key() -> str:
     h = hashlib.sha256()
     for p in (ROOT / "app" / "models" / "starter_model.py", ROOT / "data" / "starter_corpus.txt"):
@@ -38,12 +52,13 @@ def starter_dir() -> Path:
     from app.models.starter_model import build_starter_model
 
     target = CACHE / f"starter-{_starter_key()}"
-    if not (target / "model.safetensors").is_file():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_starter_model(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+    with cache_lock():
+        if not (target / "model.safetensors").is_file():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_starter_model(tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
     return target
 
 
@@ -113,16 +128,21 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
     """A LoRA adapter SFT-trained on the starter model (real llamafactory-cli run), cached."""
+    h = hashlib.sha256(_starter_key().encode() + (ROOT / "recipes/sft_lora.yaml").read_bytes()
+                       + repr(sorted(FAST.items())).encode())
+    target = CACHE / f"sft-adapter-{h.hexdigest()[:16]}"
+    with cache_lock():
+        if not (target / "adapter_config.json").is_file():
+            _train_sft_adapter(starter_dir, target, tmp_path_factory.mktemp("sft-adapter"))
+    return target
+
+
+def _train_sft_adapter(starter_dir: Path, target: Path, home: Path) -> None:
     from app.data import datasets
     from app.models import registry
     from app.train import training
 
-    h = hashlib.sha256(_starter_key().encode() + (ROOT / "recipes/sft_lora.yaml").read_bytes()
-                       + repr(sorted(FAST.items())).encode())
-    target = CACHE / f"sft-adapter-{h.hexdigest()[:16]}"
-    if (target / "adapter_config.json").is_file():
-        return target
-    wb = make_workbench(tmp_path_factory.mktemp("sft-adapter"))
+    wb = make_workbench(home)
     try:
         base = registry.register_base_model(wb, "starter", str(starter_dir))
         ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
@@ -133,7 +153,6 @@ def sft_adapter_dir(starter_dir, tmp_path_factory) -> Path:
         shutil.copytree(run.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*"))
     finally:
         wb.close()
-    return target
 
 
 @pytest.fixture

@@ -258,6 +258,10 @@ class OllamaStub:
             return JSONResponse(frame("", done=True, done_reason="unload" if unload else "load"))
         limit = (body.get("options") or {}).get("num_predict")
         reason = "stop"
+        if model.adapters and self.runner is not None:
+            # Ollama converts safetensors adapters itself; this stand-in cannot, and answering
+            # with the bare base would pass off the wrong model as the deployed one.
+            raise ApiError(500, "this Ollama stand-in cannot apply adapters; deploy the merged model")
         if model.files and self.runner is not None:  # a created model answers with its own weights
             ran = await asyncio.to_thread(self.runner.answer, self._effective(model), body, chat)
             tokens, reason, prompt_tokens = ran.pieces, ran.reason, ran.prompt_tokens

