@@ -3,6 +3,8 @@ progress bar, list deployments next to what Ollama has, roll back, delete, battl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 import pandas as pd
 
@@ -31,9 +33,11 @@ def deployments_view(wb: Workbench) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows, columns=COLUMNS), note
 
 
-def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown) -> None:
-    """The section; ``target`` is the tab's version picker, ``status`` its message line."""
-    with gr.Accordion("Deploy the chosen model to Ollama", open=False):
+def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown, models: gr.Dataframe,
+          models_view: Callable[[], tuple]) -> None:
+    """The section; ``target`` is the tab's version picker, ``status`` its message line,
+    ``models`` its models table, which ``models_view()`` (table, picker update) refreshes."""
+    with gr.Accordion("Deploy the chosen model to Ollama", open=False, elem_id="deploy-section") as section:
         with gr.Row():
             mode = gr.Radio([("merged GGUF", "merged"), ("base GGUF + LoRA adapter", "adapter")],
                             value="merged", label="What to send")
@@ -95,12 +99,15 @@ def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown) -> None:
     @user_errors
     def on_arena(deployment_id):
         mv = deploy.add_to_arena(wb, need(deployment_id))
-        return (f"**{mv.name}** battles in the arena, served by Ollama.", *deployments_view(wb))
+        # A new version: the tab's models table and picker learn it at once.
+        return (f"**{mv.name}** battles in the arena, served by Ollama.", *deployments_view(wb),
+                *models_view())
 
     outs = [status, progress, last_job, table, note]
     go.click(on_deploy, [target, mode, gguf, quantize, stable], outs, api_name="deploy")
     retry.click(on_retry, last_job, outs, api_name="deploy_retry")
     refresh.click(user_errors(lambda: deployments_view(wb)), None, [table, note], api_name="deployments")
+    section.expand(user_errors(lambda: deployments_view(wb)), None, [table, note], show_api=False)
     rollback.click(on_rollback, chosen, [status, table, note], api_name="rollback_deployment")
     drop.click(on_drop, chosen, [status, table, note], api_name="delete_deployment")
-    to_arena.click(on_arena, chosen, [status, table, note], api_name="deployment_to_arena")
+    to_arena.click(on_arena, chosen, [status, table, note, models, target], api_name="deployment_to_arena")

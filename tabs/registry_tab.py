@@ -74,7 +74,8 @@ def build(wb: Workbench) -> gr.Tab:
                 r_key = gr.Textbox(label="API key (optional)", type="password")
             add_remote = gr.Button("Register served model")
         status = gr.Markdown()
-        table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False)
+        table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False,
+                             column_widths=["4%", "15%", "6%", "10%", "5%", "6%", "6%", "8%", "10%", "30%"])
         with gr.Row():
             target = gr.Dropdown(all_models(wb), label="Model")
             arena_on = gr.Button("Put in arena")
@@ -107,7 +108,8 @@ def build(wb: Workbench) -> gr.Tab:
                 gguf_type = gr.Dropdown(list(export.GGUF_TYPES), value="f16", label="GGUF type")
                 to_gguf = gr.Button("Convert to GGUF")
             export_progress = gr.HTML()
-        registry_deploy.build(wb, target, status)
+        registry_deploy.build(wb, target, status, table,
+                              lambda: (models_frame(wb), gr.update(choices=all_models(wb))))
         with gr.Accordion("Hugging Face Hub (push the chosen model, pull a base model)", open=False):
             token_state = gr.Markdown(lambda: token_text(wb))
             with gr.Row():
@@ -128,7 +130,8 @@ def build(wb: Workbench) -> gr.Tab:
                 pull = gr.Button("Pull")
             hub_progress = gr.HTML()
         with gr.Row():
-            pick = gr.Dropdown(all_models(wb), label="Show version", scale=4)
+            # No default: a version looks chosen only once its view is shown.
+            pick = gr.Dropdown(all_models(wb), value=None, label="Show version", scale=4)
             show_card = gr.Button("Model card")
         detail = gr.Markdown()
         card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)

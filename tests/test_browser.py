@@ -73,6 +73,10 @@ def test_click_through_the_four_tabs(page, server, tmp_path):
     page.get_by_role("tab", name="Registry").click()
     expect(page.get_by_role("button", name="Register base model")).to_be_visible()
     expect(page.locator("table").get_by_text("starter", exact=True).first).to_be_visible()
+    page.get_by_label("Show version").click()
+    page.get_by_role("option", name="starter (base)").click()
+    expect(page.get_by_role("heading", name="starter (#1)")).to_be_visible()
+    expect(page.get_by_text("size on disk")).to_be_visible()
 
     shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "registry.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -313,3 +317,104 @@ def test_the_workbench_login_page_with_auth(page, tmp_path):
             assert refused == []
     finally:
         wb.close()
+
+
+@pytest.fixture
+def deploy_server(tmp_path, starter_dir):
+    """The workbench deploying to the Ollama stand-in, whose created models answer through
+    llama.cpp; the registry holds the starter and a second version of its family."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is built by `make test` (make llama)")
+    import launch
+    from app.core.tables import ModelVersion
+    from tests.ollama_llama import LlamaRunner
+    from tests.ollama_stub import OllamaStub
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    base = registry.register_base_model(wb, "starter", str(starter_dir))
+    v2 = registry.register_base_model(wb, "starter-v2", str(starter_dir))
+    with wb.session() as s:  # a later version of the starter's family, as a run would make
+        live = s.get(ModelVersion, v2.id)
+        live.parent_id = base.id
+        s.add(live)
+        s.commit()
+    wb.close()
+    with OllamaStub(models=["someone-else:1b"], runner=LlamaRunner()) as stub:
+        app, _, wb = launch.build_server(Settings(home=home, ollama_host=stub.url,
+                                                  job_env={"HF_HUB_OFFLINE": "1"}))
+        try:
+            with ServerThread(app) as srv:
+                yield srv, stub
+        finally:
+            wb.close()
+
+
+def test_export_deploy_list_and_roll_back_in_the_browser(page, deploy_server, tmp_path):
+    import ollama
+    from playwright.sync_api import expect
+
+    srv, stub = deploy_server
+    client = ollama.Client(host=stub.url)
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Registry").click()
+    section = page.locator("#deploy-section")
+    rows = section.locator("table tbody tr").filter(has=page.locator("td[data-col]"))  # data rows only
+
+    def row(name: str):  # the row whose "ollama name" is ``name``
+        return rows.filter(has=page.locator("td[data-col='1']").get_by_text(name, exact=True))
+
+    def export_and_deploy(model: str) -> None:
+        page.get_by_label("Model", exact=True).click()
+        page.get_by_role("option", name=f"{model} (base)", exact=True).click()
+        page.get_by_role("button", name="Convert to GGUF").click()
+        expect(page.get_by_text(f"{model}.f32.gguf")).to_be_visible(timeout=60_000)  # "Wrote a f32 GGUF …"
+        section.get_by_role("button", name="Deploy", exact=True).click()
+        expect(page.get_by_text(f"Deployed forgeloop/starter:{model}.")).to_be_visible(timeout=60_000)
+        bar = section.locator(".fl-progress[data-status='succeeded']")
+        expect(bar).to_contain_text(f"deploy forgeloop/starter:{model} to Ollama")
+        expect(bar).to_contain_text("100%")
+
+    page.get_by_text("Export the chosen model").click()
+    page.get_by_label("GGUF type").click()
+    page.get_by_role("option", name="f32", exact=True).click()
+    page.get_by_text("Deploy the chosen model to Ollama").click()
+    unknown = section.get_by_text("Ollama also has models Forgeloop did not deploy")
+    expect(unknown).to_contain_text("someone-else:1b")  # opening the section lists what Ollama has
+    export_and_deploy("starter")
+    expect(row("forgeloop/starter:starter")).to_contain_text("yes")
+    latest = row("forgeloop/starter:latest")
+    expect(latest).to_contain_text("forgeloop/starter:starter")  # points to
+    expect(latest).to_contain_text("yes")
+    expect(unknown).to_contain_text("someone-else:1b")
+    first_id = row("forgeloop/starter:starter").locator("td").first.inner_text().strip()
+
+    # A second version of the family takes :latest; rolling back points it at the first again.
+    export_and_deploy("starter-v2")
+    expect(rows).to_have_count(3)
+    expect(latest).to_contain_text("forgeloop/starter:starter-v2")
+    digests = {m.model: m.digest for m in client.list().models}
+    assert digests["forgeloop/starter:latest"] == digests["forgeloop/starter:starter-v2"]
+    assert digests["forgeloop/starter:starter"] != digests["forgeloop/starter:starter-v2"]
+    section.get_by_label("Deployment id").fill(first_id)
+    section.get_by_role("button", name="Point :latest here (roll back)").click()
+    expect(page.get_by_text("forgeloop/starter:latest now serves forgeloop/starter:starter")).to_be_visible()
+    expect(latest.locator("td[data-col='3']")).to_have_text("forgeloop/starter:starter")
+    after = {m.model: m.digest for m in client.list().models}
+    assert after["forgeloop/starter:latest"] == digests["forgeloop/starter:starter"]
+    # The stable tag answers, through llama.cpp on the first version's GGUF.
+    answer = client.chat("forgeloop/starter:latest", messages=[{"role": "user", "content": "Hello!"}],
+                         options={"temperature": 0, "num_predict": 4})
+    assert answer.message.content.strip()
+
+    # Into the arena as a version of its own: the models table and the picker know it at once.
+    section.get_by_role("button", name="Add to arena").click()
+    expect(page.get_by_text("forgeloop-starter-starter battles in the arena")).to_be_visible()
+    models = page.get_by_role("tabpanel").locator("table").first
+    expect(models.get_by_text("forgeloop-starter-starter", exact=True)).to_be_visible()
+    page.get_by_label("Model", exact=True).click()
+    expect(page.get_by_role("option", name="forgeloop-starter-starter (ollama)")).to_be_visible()
+    page.keyboard.press("Escape")
+
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "registry-deploy.png"
+    section.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
