@@ -59,7 +59,9 @@ def progress_html(view: dict) -> str:
     return (
         f"<div class='fl-progress' data-status='{view['status']}'>"
         f"<b>{name}</b> — <span class='fl-status'>{view['status']}</span> · "
-        f"step {view['step']}/{view['total_steps']} · {pct:.0f}%{eta}"
+        + (f"{html.escape(str(view['stage']))} · " if view.get("stage") else
+           f"step {view['step']}/{view['total_steps']} · ")
+        + f"{pct:.0f}%{eta}"
         f"<div style='background:#ddd;border-radius:4px;height:14px'>"
         f"<div style='background:#4a7;width:{pct:.1f}%;height:14px;border-radius:4px'></div>"
         f"</div></div>"

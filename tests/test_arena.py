@@ -21,7 +21,7 @@ GREEDY = GenSettings(temperature=0.0, max_new_tokens=24)
 def test_local_battle_streams_both_sides_and_records_everything(wb, duel):
     base, tuned = duel
     battle = battles.new_battle(wb, base.id, tuned.id, gen=GREEDY, voter="ann")
-    updates = list(battles.stream_turn(wb, battle.id, "What color is the sky?"))
+    updates = list(battles.stream_turn(wb, battle.id, "What does a cat say?"))
     final = updates[-1]
     assert final.turn is not None and final.done_a and final.done_b
     assert len(updates) > 4  # pieces arrived one by one, not as one block

@@ -16,7 +16,7 @@ from app.train import lf_loader, training
 from tests.conftest import FAST, ROOT
 
 pytestmark = pytest.mark.slow
-PROMPTS = ["What color is the sky?", "What does a cat say?", "Hello!", "What is 2 plus 3?",
+PROMPTS = ["What does a cat say?", "What is 2 plus 3?", "Hello!", "How are you?",
            "What is the opposite of hot?", "Which day comes after Monday?"]
 
 

@@ -508,5 +508,6 @@ class JobRunner:
             "percent": float(percent), "step": last.get("current_steps", 0),
             "total_steps": last.get("total_steps", 0), "elapsed": last.get("elapsed_time", ""),
             "eta": last.get("remaining_time", ""), "log": log_tail(Path(job.log_path), log_lines),
+            "stage": last.get("status", ""),  # what a Python job says it is doing, if it says
             "error": job.error, "result": job.result,
         }
