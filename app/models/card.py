@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from app.core.errors import NotFound
 from app.core.tables import Deployment, ModelVersion
-from app.models.version_record import arena_record, version_record
+from app.models.version_record import arena_record, chain, version_record
 
 __all__ = ["arena_record", "base_model", "hub_id", "model_card"]
 
@@ -19,16 +19,6 @@ __all__ = ["arena_record", "base_model", "hub_id", "model_card"]
 CARD_PARAMS = ("finetuning_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
                "gradient_accumulation_steps", "lora_rank", "lora_alpha", "pref_beta", "cutoff_len")
 CARD_METRICS = ("final_loss", "final_eval_loss", "final_accuracy", "steps")
-
-
-def _chain(s: Session, mv: ModelVersion) -> list[ModelVersion]:
-    chain = [mv]
-    while chain[-1].parent_id:
-        parent = s.get(ModelVersion, chain[-1].parent_id)
-        if parent is None:
-            break
-        chain.append(parent)
-    return chain
 
 
 def _is_hub_id(ref: str) -> bool:
@@ -54,13 +44,13 @@ def base_model(s: Session, mv: ModelVersion) -> tuple[ModelVersion | None, str |
     """The version a card names as ``base_model`` and its Hub id (None: not on the Hub). An
     adapter's base is the version whose weights it loads on; a full version's is its lineage
     root; a base version is its own, when it came from the Hub."""
-    chain = _chain(s, mv)
+    steps = chain(s, mv)
     if mv.adapter_path:
-        holder = next((v for v in chain if not v.adapter_path), None)
+        holder = next((v for v in steps if not v.adapter_path), None)
         if holder is None:  # its base is no registered version: only a Hub id can name it
             return None, mv.base_path if _is_hub_id(mv.base_path) else None
         return holder, hub_id(s, holder)
-    root = chain[-1]
+    root = steps[-1]
     return root, hub_id(s, root, pushed=root is not mv)
 
 
