@@ -62,8 +62,8 @@ class NoveltyIndex:
     _codes: list[str] = field(default_factory=list)  # token ids as one char each
     _vocab: dict[str, int] = field(default_factory=dict)
     _tokens: list[list[str]] = field(default_factory=list)
-    # (token, repeat) -> [(text index, position in that text's sorted elements)]
-    _postings: dict[tuple[str, int], list[tuple[int, int]]] = field(
+    # (token, repeat) -> [(text index, its length, elements from this one to its end)]
+    _postings: dict[tuple[str, int], list[tuple[int, int, int]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     _df: dict[str, int] = field(default_factory=dict)  # document frequencies at the last re-sort
@@ -90,32 +90,33 @@ class NoveltyIndex:
         need = max(1, math.floor(self._ratio * len(tokens) - _EPS))
         return elements[: len(tokens) - need + 1]
 
-    def most_similar(self, text: str) -> tuple[float, int] | None:
-        """The best (F1, index) among kept texts with F1 > threshold, else None."""
+    def most_similar(self, text: str, first: bool = False) -> tuple[float, int] | None:
+        """The best (F1, index) among kept texts with F1 > threshold, else None;
+        ``first``: the first such text found (enough to reject a candidate)."""
         tokens = tokenize(text)
         if not tokens:
             return None
         code = self._encode(tokens)
         m = len(tokens)
         lo, hi = self._ratio * m - _EPS, m / self._ratio + _EPS
+        # Smallest LCS that could give F1 > threshold, per partner length; rapidfuzz
+        # stops early below it.
+        cutoffs = {n: max(1, math.floor(self.threshold / 2 * (m + n) - _EPS))
+                   for n in range(math.ceil(lo), math.floor(hi) + 1)}
         seen: set[int] = set()
         best: tuple[float, int] | None = None
-        half_t = self.threshold / 2
         for i, element in enumerate(self._prefix(tokens)):
-            for idx, j in self._postings.get(element, ()):
-                if idx in seen:
+            left = m - i  # this element and the ones after it
+            for idx, n, rest in self._postings.get(element, ()):
+                cutoff = cutoffs.get(n)
+                # Length filter, then the positional one: at the first shared element
+                # under the global order nothing earlier is shared, so the overlap (a
+                # bound on the LCS) is at most what is left after it on either side.
+                # A text pruned here is hopeless; one seen again later is only re-scored.
+                if cutoff is None or min(left, rest) < cutoff or idx in seen:
                     continue
                 seen.add(idx)
                 other = self._codes[idx]
-                n = len(other)
-                if not lo <= n <= hi:
-                    continue
-                # Smallest LCS that could give F1 > threshold; rapidfuzz stops early below it.
-                cutoff = max(1, math.floor(half_t * (m + n) - _EPS))
-                # First shared element under the global order: nothing earlier is shared,
-                # so the overlap (an upper bound on the LCS) is at most what is left after it.
-                if 1 + min(m - 1 - i, n - 1 - j) < cutoff:
-                    continue
                 self.pairs_scored += 1
                 lcs = int(LCSseq.similarity(code, other, score_cutoff=cutoff))
                 if not lcs:
@@ -123,6 +124,8 @@ class NoveltyIndex:
                 f1 = rouge_l_f1_tokens(code, other, lcs)
                 if f1 > self.threshold and (best is None or f1 > best[0]):
                     best = (f1, idx)
+                    if first:
+                        return best
         return best
 
     def add(self, text: str) -> int:
@@ -138,8 +141,9 @@ class NoveltyIndex:
         return idx
 
     def _index(self, idx: int) -> None:
+        n = len(self._tokens[idx])
         for pos, element in enumerate(self._prefix(self._tokens[idx])):
-            self._postings[element].append((idx, pos))
+            self._postings[element].append((idx, n, n - pos))
 
     def _resort(self) -> None:
         df: dict[str, int] = defaultdict(int)
@@ -155,7 +159,7 @@ class NoveltyIndex:
 
     def add_if_novel(self, text: str) -> tuple[bool, tuple[float, int] | None]:
         """Keep ``text`` unless too similar to a kept one; says which one if so."""
-        hit = self.most_similar(text)
+        hit = self.most_similar(text, first=True)
         if hit is None:
             self.add(text)
             return True, None

@@ -1,0 +1,1 @@
+"""Generating training data with teacher models (Self-Instruct)."""

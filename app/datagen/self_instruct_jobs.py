@@ -1,0 +1,77 @@
+"""Start a Self-Instruct job and register what it kept as an SFT (alpaca) dataset."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session
+
+from app.core.errors import InvalidInput
+from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
+from app.core.tables import Job
+from app.data.datasets import check_name, register_rows
+from app.data.self_instruct import SEED_PATH
+from app.models.registry import get_model
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+
+SELFINSTRUCT = "selfinstruct"
+
+
+def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 100,
+                       max_rounds: int | None = None, seed: int = 0, temperature: float = 0.7,
+                       max_new_tokens: int = 512) -> Job:
+    """Queue a run that asks model ``teacher_id`` for tasks until ``target`` rows are kept
+    (or ``max_rounds`` teacher rounds, default 4×target); the rows become dataset ``name``."""
+    check_name(name)
+    if not 1 <= target <= 100_000:
+        raise InvalidInput("target must be between 1 and 100000 rows")
+    max_rounds = max_rounds or 4 * target
+    if not 1 <= max_rounds <= 1_000_000:
+        raise InvalidInput("max_rounds must be between 1 and 1000000")
+    if not 0 <= temperature <= 2:
+        raise InvalidInput("temperature must be between 0 and 2")
+    if not 16 <= max_new_tokens <= 8192:
+        raise InvalidInput("max_new_tokens must be between 16 and 8192")
+    mv = get_model(wb, teacher_id)
+    folder = wb.settings.jobs_dir / f"{SELFINSTRUCT}-{name}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    plan = {"teacher": mv.model_dump(mode="json"), "target": target, "max_rounds": max_rounds,
+            "seed": seed, "temperature": temperature, "max_new_tokens": max_new_tokens}
+    (folder / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
+    params = {"teacher_id": mv.id, "teacher": mv.name, "name": name, "target": target,
+              "max_rounds": max_rounds, "seed": seed, "temperature": temperature}
+    spec = JobSpec(command=python_command("app.datagen.self_instruct_job", str(folder / "plan.json")),
+                   cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
+                   result_path=folder / "result.json", title=f"self-instruct {name} from {mv.name}",
+                   params=params)
+    return wb.jobs.submit(SELFINSTRUCT, spec)
+
+
+def finish_selfinstruct(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
+    """Register the kept rows (with where they came from) or leave no dataset."""
+    default_finish(wb, s, job, outcome)
+    if job.status != "succeeded":
+        return
+    lines = (Path(job.cwd) / "rows.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    if not rows:
+        job.status, job.error = "failed", "the teacher's answers gave no usable task"
+        return
+    result = job.result or {}
+    p = job.params
+    meta = {"provenance": {"method": "self-instruct", "job_id": job.id, "teacher_id": p["teacher_id"],
+                           "teacher": p["teacher"], "seed_tasks": SEED_PATH.name, "seed": p["seed"],
+                           "temperature": p["temperature"], "rounds": result.get("rounds"),
+                           "generated": result.get("generated"), "rejected": result.get("rejected"),
+                           "classification_rows": sum(bool(r["is_classification"]) for r in rows)}}
+    alpaca = [{k: r[k] for k in ("instruction", "input", "output")} for r in rows]
+    ds = register_rows(wb, p["name"], "sft", alpaca, fmt="alpaca", source="self-instruct", meta=meta)
+    job.result = {**result, "dataset_id": ds.id, "rows": ds.num_rows}
+
+
+SELFINSTRUCT_KIND = JobKind(SELFINSTRUCT, finish=finish_selfinstruct)
