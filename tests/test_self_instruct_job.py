@@ -88,3 +88,36 @@ def test_resume_replays_cached_answers_without_calling_the_teacher(tmp_path):
     third = generate(seeds, longer, target=16, max_rounds=40)
     assert third.rows[: len(first.rows)] == first.rows and longer.hits == n_calls
     assert longer.calls == len(calls) - n_calls > 0
+
+
+def test_rest_route_and_named_endpoint_start_the_job(tmp_path):
+    import gradio as gr
+    from fastapi.testclient import TestClient
+
+    import launch
+    from app.core.settings import Settings
+    from tabs import data_tab
+
+    server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    try:
+        with OllamaStub(models=["teacher"], brain=teacher_brain) as stub, TestClient(server) as client:
+            mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+            r = client.post("/api/datasets/selfinstruct",
+                            json={"teacher_id": mv.id, "name": "via-rest", "target": 3})
+            assert r.status_code == 202, r.text
+            job = wb.jobs.wait(r.json()["id"], 120)
+            assert job.status == "succeeded", job.error
+            assert get_dataset(wb, job.result["dataset_id"]).name == "via-rest"
+            bad = client.post("/api/datasets/selfinstruct",
+                              json={"teacher_id": mv.id, "name": "x", "target": 0})
+            assert bad.status_code == 422 and "target" in bad.text
+
+            with gr.Blocks() as demo, gr.Tabs():
+                data_tab.build(wb)
+            fns = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+            said = fns["start_selfinstruct"](mv.id, "via-ui", 2)
+            assert said.startswith("Job ") and "via-ui" in said
+            job_id = int(said.split()[1].rstrip(":"))
+            assert wb.jobs.wait(job_id, 120).status == "succeeded"
+    finally:
+        wb.close()

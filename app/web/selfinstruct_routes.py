@@ -1,0 +1,36 @@
+"""Self-Instruct REST route: start a generation job from a registered teacher model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from fastapi.params import Depends
+from pydantic import BaseModel
+
+from app.datagen.self_instruct_jobs import start_selfinstruct
+from app.web.job_routes import job_json
+
+if TYPE_CHECKING:
+    from app.core.workbench import Workbench
+
+
+class SelfInstructBody(BaseModel):
+    teacher_id: int
+    name: str
+    target: int = 100
+    max_rounds: int | None = None
+    seed: int = 0
+    temperature: float = 0.7
+    max_new_tokens: int = 512
+
+
+def selfinstruct_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
+    r = APIRouter(prefix="/api", dependencies=list(dependencies))
+
+    @r.post("/datasets/selfinstruct", status_code=202)
+    def selfinstruct(body: SelfInstructBody):
+        return job_json(start_selfinstruct(wb, **body.model_dump()))
+
+    return r
