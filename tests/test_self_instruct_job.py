@@ -111,6 +111,8 @@ def test_rest_route_and_named_endpoint_start_the_job(tmp_path):
             bad = client.post("/api/datasets/selfinstruct",
                               json={"teacher_id": mv.id, "name": "x", "target": 0})
             assert bad.status_code == 422 and "target" in bad.text
+            taken = client.post("/api/datasets/selfinstruct", json={"teacher_id": mv.id, "name": "VIA-rest"})
+            assert taken.status_code == 409
 
             with gr.Blocks() as demo, gr.Tabs():
                 data_tab.build(wb)
@@ -121,3 +123,13 @@ def test_rest_route_and_named_endpoint_start_the_job(tmp_path):
             assert wb.jobs.wait(job_id, 120).status == "succeeded"
     finally:
         wb.close()
+
+
+def test_the_teachers_api_key_stays_out_of_the_plan_file(wb):
+    with OllamaStub(models=["teacher"], brain=teacher_brain) as stub:
+        mv = registry.register_remote_model(wb, "oa", "openai", stub.url + "/v1", "teacher",
+                                            api_key="sekret-key")
+        job = wb.jobs.wait(start_selfinstruct(wb, mv.id, "si-key", target=2, max_rounds=1).id, 120)
+    assert "sekret-key" not in (Path(job.cwd) / "plan.json").read_text()
+    assert job.status == "failed" and "sekret-key" not in (job.error or "")
+    assert job.params["teacher"] == "oa"

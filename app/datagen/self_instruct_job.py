@@ -25,6 +25,8 @@ from app.inference.generation import Finish, GenSettings
 def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     folder = Path(argv[0]).parent
+    if key := os.environ.get("FORGELOOP_TEACHER_API_KEY"):  # KEY_ENV of self_instruct_jobs
+        plan["teacher"]["meta"] = {**(plan["teacher"].get("meta") or {}), "api_key": key}
     teacher = ModelVersion(**plan["teacher"])
     engine = ChatCache(capacity=1).engine(teacher)
     gen = GenSettings(temperature=plan["temperature"], top_p=0.95, max_new_tokens=plan["max_new_tokens"])

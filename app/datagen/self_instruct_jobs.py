@@ -7,11 +7,11 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session
+from sqlmodel import Session, func, select
 
-from app.core.errors import InvalidInput
+from app.core.errors import Conflict, ForgeloopError, InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
-from app.core.tables import Job
+from app.core.tables import Dataset, Job
 from app.data.datasets import check_name, register_rows
 from app.data.self_instruct import SEED_PATH
 from app.models.registry import get_model
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from app.core.workbench import Workbench
 
 SELFINSTRUCT = "selfinstruct"
+# The teacher's API key reaches the job through its environment, never the plan file.
+KEY_ENV = "FORGELOOP_TEACHER_API_KEY"
 
 
 def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 100,
@@ -38,9 +40,14 @@ def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 
     if not 16 <= max_new_tokens <= 8192:
         raise InvalidInput("max_new_tokens must be between 16 and 8192")
     mv = get_model(wb, teacher_id)
+    with wb.session() as s:
+        if s.exec(select(Dataset).where(func.lower(Dataset.name) == name.lower())).first():
+            raise Conflict(f"a dataset named {name!r} already exists")
+    teacher = mv.model_dump(mode="json")
+    api_key = (teacher.get("meta") or {}).pop("api_key", None)
     folder = wb.settings.jobs_dir / f"{SELFINSTRUCT}-{name}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
-    plan = {"teacher": mv.model_dump(mode="json"), "target": target, "max_rounds": max_rounds,
+    plan = {"teacher": teacher, "target": target, "max_rounds": max_rounds,
             "seed": seed, "temperature": temperature, "max_new_tokens": max_new_tokens}
     (folder / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
     params = {"teacher_id": mv.id, "teacher": mv.name, "name": name, "target": target,
@@ -48,7 +55,7 @@ def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 
     spec = JobSpec(command=python_command("app.datagen.self_instruct_job", str(folder / "plan.json")),
                    cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
                    result_path=folder / "result.json", title=f"self-instruct {name} from {mv.name}",
-                   params=params)
+                   params=params, secret_env={KEY_ENV: api_key} if api_key else {})
     return wb.jobs.submit(SELFINSTRUCT, spec)
 
 
@@ -70,7 +77,11 @@ def finish_selfinstruct(wb: Workbench, s: Session, job: Job, outcome: Outcome) -
                            "generated": result.get("generated"), "rejected": result.get("rejected"),
                            "classification_rows": sum(bool(r["is_classification"]) for r in rows)}}
     alpaca = [{k: r[k] for k in ("instruction", "input", "output")} for r in rows]
-    ds = register_rows(wb, p["name"], "sft", alpaca, fmt="alpaca", source="self-instruct", meta=meta)
+    try:
+        ds = register_rows(wb, p["name"], "sft", alpaca, fmt="alpaca", source="self-instruct", meta=meta)
+    except ForgeloopError as e:  # e.g. the name was taken while the job ran: rows stay in the folder
+        job.status, job.error = "failed", f"{e}; the rows are in {Path(job.cwd) / 'rows.jsonl'}"
+        return
     job.result = {**result, "dataset_id": ds.id, "rows": ds.num_rows}
 
 
