@@ -133,3 +133,16 @@ def test_the_teachers_api_key_stays_out_of_the_plan_file(wb):
     assert "sekret-key" not in (Path(job.cwd) / "plan.json").read_text()
     assert job.status == "failed" and "sekret-key" not in (job.error or "")
     assert job.params["teacher"] == "oa"
+
+
+def test_a_local_teacher_runs_in_the_job_process(wb, starter):
+    # The tiny starter cannot write tasks worth keeping; what matters is that the job
+    # loads it the arena's way and asks it, and that an empty result leaves no dataset.
+    job = wb.jobs.wait(start_selfinstruct(wb, starter.id, "si-local", target=1, max_rounds=1,
+                                          max_new_tokens=32).id, 300)
+    answers = (Path(job.cwd) / "teacher_answers.jsonl").read_text().splitlines()
+    assert len(answers) >= 1 and json.loads(answers[0])["answer"].strip()
+    if job.status == "failed":
+        assert "no usable task" in job.error
+    else:
+        assert job.status == "succeeded" and get_dataset(wb, job.result["dataset_id"]).num_rows >= 1
