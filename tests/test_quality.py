@@ -11,7 +11,8 @@ from app.data import datasets, pii, quality
 LONG = ("The committee met on Tuesday to review the budget for the coming year, and after a long "
         "discussion it agreed to fund the new library wing and the repairs to the old town bridge.")
 NEAR = LONG.replace("Tuesday", "Thursday")
-GERMAN = "Der Ausschuss hat sich am Dienstag getroffen, um über den Haushalt für das kommende Jahr zu sprechen."
+GERMAN = ("Der Ausschuss hat sich am Dienstag getroffen, um über den Haushalt für das kommende "
+          "Jahr zu sprechen.")
 
 
 @pytest.mark.parametrize("text, kind, found", [

@@ -96,7 +96,7 @@ def build_chunks(wb: Workbench, paths: list[str | Path], model_id: int, chunk_to
     for f in files:
         docs = [d for d in read_documents(f) if d.strip()]
         n_chunks = n_tokens = 0
-        for ids in tok(docs, add_special_tokens=False)["input_ids"] if docs else []:
+        for ids in tok(docs, add_special_tokens=False, verbose=False)["input_ids"] if docs else []:
             for window in chunk_ids(ids, chunk_tokens, overlap):
                 text = tok.decode(window)
                 if text.strip():

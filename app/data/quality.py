@@ -80,7 +80,7 @@ def tokenizer_for(wb: Workbench, model_id: int):
 def count_tokens(tok, texts: list[str]) -> list[int]:
     if not texts:
         return []
-    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
 
 def duplicates(texts: list[str], threshold: float) -> tuple[dict[int, int], dict[int, int]]:
