@@ -134,3 +134,32 @@ def test_report_reads_every_format(wb, tmp_path):
     stored = [json.loads(x) for x in open(clean.path)]
     assert stored[0]["messages"][0] == {"role": "user", "content": "Mail [EMAIL]?"}
     assert stored[0]["chosen"]["role"] == "assistant"
+
+
+def test_rest_routes_report_clean_and_import(starter_server, tmp_path):
+    from fastapi.testclient import TestClient
+
+    server, wb, base = starter_server
+    ds = planted(wb, tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("A document for the corpus.")
+    with TestClient(server) as client:
+        r = client.get(f"/api/datasets/{ds.id}/quality", params={"model_id": base.id, "max_tokens": 200})
+        assert r.status_code == 200 and r.json()["over_long"]["count"] == 1
+        assert r.json()["pii"]["credit_card"]["matches"] == 1
+        r = client.post(f"/api/datasets/{ds.id}/clean", json={"pii_action": "drop", "name": "tidy"})
+        assert r.status_code == 201, r.text
+        assert r.json()["name"] == "tidy" and r.json()["meta"]["parent_id"] == ds.id
+        assert r.json()["num_rows"] == 4  # 8 less a duplicate, a near one, an empty row and the PII row
+        r = client.post(f"/api/datasets/{ds.id}/clean", json={"pii_action": "shred"})
+        assert r.status_code == 422 and "pii_action" in r.json()["error"]["message"]
+        corpus_body = {"paths": [str(tmp_path / "docs")], "model_id": base.id, "chunk_tokens": 16,
+                       "overlap": 4}
+        r = client.post("/api/corpus", json={**corpus_body, "preview": True})
+        assert r.status_code == 200 and r.json()["chunks"] == 1 and r.json()["tokens"] > 3
+        assert client.post("/api/corpus", json=corpus_body).json()["error"]["code"] == "invalid_input"
+        r = client.post("/api/corpus", json={**corpus_body, "name": "docs"})
+        assert r.status_code == 201 and (r.json()["kind"], r.json()["num_rows"]) == ("cpt", 1)
+        missing = {**corpus_body, "paths": [str(tmp_path / "nope.txt")], "name": "x"}
+        r = client.post("/api/corpus", json=missing)
+        assert r.status_code == 422 and str(tmp_path) not in r.text
