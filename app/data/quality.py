@@ -162,8 +162,10 @@ def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int
     langs = _languages(texts)
     report["languages"] = dict(Counter(langs).most_common())
     found: dict[str, dict[str, Any]] = {k: {"rows": 0, "matches": 0, "examples": []} for k in pii.KINDS}
+    pii_rows = 0
     for i, text in enumerate(texts):
         hits = pii.find_pii(text)
+        pii_rows += bool(hits)
         for kind in {h.kind for h in hits}:
             found[kind]["rows"] += 1
         for h in hits:
@@ -171,7 +173,7 @@ def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int
             if len(found[h.kind]["examples"]) < EXAMPLES:
                 found[h.kind]["examples"].append({"row": i + 1, "match": h.text})
     report["pii"] = found
-    report["pii_rows"] = sum(1 for t in texts if pii.find_pii(t))
+    report["pii_rows"] = pii_rows
     return report
 
 
