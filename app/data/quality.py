@@ -4,6 +4,7 @@ languages, personal data) and the clean-up that writes a cleaned new version of 
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -94,6 +95,9 @@ def duplicates(texts: list[str], threshold: float) -> tuple[dict[int, int], dict
     near: dict[int, int] = {}
     first: dict[str, int] = {}
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    # One set of permutations for all rows, and CRC32 for the shingles: building a MinHash
+    # with fresh permutations and SHA-1 hashing took most of the time.
+    seed = MinHash(num_perm=NUM_PERM)
     hashes: dict[int, MinHash] = {}
     for i, text in enumerate(texts):
         norm = normalise(text)
@@ -103,7 +107,8 @@ def duplicates(texts: list[str], threshold: float) -> tuple[dict[int, int], dict
         first[norm] = i
         if is_empty(norm):
             continue
-        m = MinHash(num_perm=NUM_PERM)
+        m = MinHash(num_perm=NUM_PERM, permutations=seed.permutations, scheme=seed.scheme,
+                    hashfunc=zlib.crc32)
         grams = {norm[j:j + SHINGLE] for j in range(max(1, len(norm) - SHINGLE + 1))}
         m.update_batch([g.encode() for g in grams])
         # LSH gives candidates; keep those whose estimate passes, the earliest first.
