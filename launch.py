@@ -73,6 +73,7 @@ def build_server(settings: Settings):
     from app.web.hub_routes import hub_router
     from app.web.job_routes import jobs_router
     from app.web.model_routes import models_router
+    from app.web.quality_routes import quality_router
     from app.web.train_routes import training_router
     from tabs import build_ui
 
@@ -86,7 +87,8 @@ def build_server(settings: Settings):
 
     login = api_auth(settings)
     routers = (training_router(wb, login), arena_router(wb, api_user, login), jobs_router(wb, login),
-               models_router(wb, login), deploy_router(wb, login), hub_router(wb, login))
+               models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
+               quality_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.

@@ -31,6 +31,7 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
              "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}
+API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/clean", "/api/corpus"}
 
 
 @pytest.fixture(scope="module")
