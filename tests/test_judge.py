@@ -140,3 +140,21 @@ def test_label_checks(wb, judged, served):
     out = annotation.label_pair(wb, bid, "both_bad", "x")
     assert out["choice"] == "both_bad" and out["overruled_judge"]
     assert annotation.agreement(wb)["agree"] == 0
+
+
+def test_judge_job_stores_pairs_from_a_dataset(wb, judged):
+    from app.data import datasets
+    from tests.conftest import ROOT
+
+    alpha, beta, gamma = judged
+    ds = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
+    prompts = judge.dataset_prompts(wb, ds.id)
+    assert prompts[1] == "Count up by one.\n\n15"  # instruction + input
+    job = judge.start_judge_job(wb, prompts[:3], alpha.id, beta.id, gamma.id)
+    job = wb.jobs.wait(job.id, 120)
+    assert job.status == "succeeded", job.error
+    summary = job.result["summary"]
+    assert (summary["pairs"], summary["decisive"], summary["consistency_rate"]) == (3, 3, 1.0)
+    rows, _ = preference_export.preference_rows(wb)
+    assert [r["messages"][0]["content"] for r in rows] == prompts[:3]
+    assert all(r["chosen"]["content"].startswith("a longer") for r in rows)
