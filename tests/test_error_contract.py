@@ -30,7 +30,9 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/deploy",
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
-             "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}
+             "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare",
+             "/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
+             "/api/annotation/agreement"}
 
 
 @pytest.fixture(scope="module")

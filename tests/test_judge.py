@@ -158,3 +158,39 @@ def test_judge_job_stores_pairs_from_a_dataset(wb, judged):
     rows, _ = preference_export.preference_rows(wb)
     assert [r["messages"][0]["content"] for r in rows] == prompts[:3]
     assert all(r["chosen"]["content"].startswith("a longer") for r in rows)
+
+
+def test_judge_and_annotation_api(tmp_path, stub):
+    from fastapi.testclient import TestClient
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import home_with_served
+
+    home = tmp_path / "home"
+    alpha, beta, gamma = home_with_served(home, stub, ("alpha:1b", "beta:1b", "gamma:1b"))
+    stub.models["beta:1b"].brain = lambda m, p: "a longer and more detailed answer about " + p
+    stub.models["gamma:1b"].brain = longer_wins
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with TestClient(server) as c:
+            r = c.post("/api/judge", json={"model_a_id": alpha.id, "model_b_id": beta.id,
+                                           "judge_model_id": gamma.id, "prompts": ["one", "two"]})
+            assert r.status_code == 202 and r.json()["kind"] == "judge"
+            job = wb.jobs.wait(r.json()["id"], 120)
+            assert job.status == "succeeded" and job.result["summary"]["decisive"] == 2, job.error
+            bad = c.post("/api/judge", json={"model_a_id": alpha.id, "model_b_id": alpha.id,
+                                             "judge_model_id": gamma.id, "prompts": ["x"]})
+            assert bad.status_code == 422 and "temperatures" in bad.json()["error"]["message"]
+            pair = c.get("/api/annotation/next").json()["pair"]
+            # The caller prefers the longer answer, wherever it was shown.
+            side = "a" if pair["answer_a"].startswith("a longer") else "b"
+            r = c.post(f"/api/annotation/{pair['battle_id']}/label", json={"choice": side})
+            assert r.status_code == 201 and r.json()["choice"] == "b"
+            again = c.post(f"/api/annotation/{pair['battle_id']}/label", json={"choice": "a"})
+            assert again.status_code == 409
+            assert c.get("/api/annotation/next").json()["remaining"] == 1
+            assert c.get("/api/annotation/agreement").json() == {
+                "pairs": 1, "agree": 1, "rate": 1.0, "judged": 2, "labelled": 1}
+    finally:
+        wb.close()
