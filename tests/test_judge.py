@@ -194,3 +194,32 @@ def test_judge_and_annotation_api(tmp_path, stub):
                 "pairs": 1, "agree": 1, "rate": 1.0, "judged": 2, "labelled": 1}
     finally:
         wb.close()
+
+
+def test_data_tab_judges_and_annotates_through_its_api_endpoints(tmp_path, stub):
+    from gradio_client import Client
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread, home_with_served
+
+    home = tmp_path / "home"
+    alpha, beta, gamma = home_with_served(home, stub, ("alpha:1b", "beta:1b", "gamma:1b"))
+    stub.models["gamma:1b"].brain = first_wins  # position bias: the swap exposes it
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with ServerThread(server) as srv:
+            client = Client(srv.url, verbose=False)
+            message, progress = client.predict(alpha.id, beta.id, gamma.id, 0.7, 0.7, 64, "hi\nbye", None,
+                                               api_name="/judge_pairs")
+            assert message.startswith("**2** pairs judged: 0 preference pairs, 2 ties left out")
+            assert "Position consistency: 0%" in message and "data-status='succeeded'" in progress
+            bid, prompt, first, second, note = client.predict(api_name="/annotation_next")
+            assert prompt == "hi" and note == "2 pairs waiting."
+            assert {first, second} == {"answer 8 hi", "answer 7 hi"}  # alpha:1b's and beta:1b's
+            saved = client.predict(bid, "both_bad", api_name="/annotation_label")
+            assert saved == f"Saved your label on pair {int(bid)}."
+            assert client.predict(api_name="/annotation_agreement").startswith(
+                "Judge and people agree on **1 of 1** pairs")
+    finally:
+        wb.close()
