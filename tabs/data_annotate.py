@@ -33,9 +33,9 @@ def build(wb: Workbench) -> None:
                 "temperatures), judged twice with the answers swapped. Verdicts that survive the swap "
                 "become preference pairs in the vote snapshots; the rest count as ties.")
     with gr.Row():
-        model_a = gr.Dropdown(model_choices(wb), label="Model A")
-        model_b = gr.Dropdown(model_choices(wb), label="Model B")
-        judge_model = gr.Dropdown(model_choices(wb), label="Judge")
+        model_a = gr.Dropdown(model_choices(wb), label="Answerer A")
+        model_b = gr.Dropdown(model_choices(wb), label="Answerer B")
+        judge_model = gr.Dropdown(model_choices(wb), label="Judge model")
     with gr.Row():
         temp_a = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature A")
         temp_b = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature B")
@@ -63,7 +63,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_judge(a, b, j, ta, tb, n, text, ds):
         if a is None or b is None or j is None:
-            raise gr.Error("choose models A and B and a judge")
+            raise gr.Error("choose answerers A and B and a judge model")
         items = [line for line in (text or "").splitlines() if line.strip()]
         if ds is not None:
             items += judge.dataset_prompts(wb, int(ds))
