@@ -32,6 +32,8 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
              "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}
 API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/clean", "/api/corpus"}
+API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
+              "/api/annotation/agreement"}
 
 
 @pytest.fixture(scope="module")
