@@ -66,6 +66,7 @@ def build_server(settings: Settings):
 
     from app.bootstrap import open_workbench
     from app.web.access import AccessGate, workbench_gate
+    from app.web.annotation_routes import annotation_router
     from app.web.arena_routes import arena_router
     from app.web.auth import api_auth, api_user
     from app.web.deploy_routes import deploy_router
@@ -73,6 +74,7 @@ def build_server(settings: Settings):
     from app.web.hub_routes import hub_router
     from app.web.job_routes import jobs_router
     from app.web.model_routes import models_router
+    from app.web.quality_routes import quality_router
     from app.web.selfinstruct_routes import selfinstruct_router
     from app.web.train_routes import training_router
     from tabs import build_ui
@@ -88,6 +90,7 @@ def build_server(settings: Settings):
     login = api_auth(settings)
     routers = (training_router(wb, login), arena_router(wb, api_user, login), jobs_router(wb, login),
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
+               quality_router(wb, login), annotation_router(wb, api_user, login),
                selfinstruct_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from app.arena.judge import JUDGE_KIND
 from app.core.jobs import JobKind
 from app.core.settings import Settings
 from app.core.workbench import Workbench
@@ -16,7 +17,7 @@ from app.models.registry import STARTER_KIND
 from app.train.training import TRAIN_KIND
 
 JOB_KINDS: tuple[JobKind, ...] = (TRAIN_KIND, STARTER_KIND, MERGE_KIND, GGUF_KIND, DEPLOY_KIND,
-                                  HUB_PUSH_KIND, HUB_PULL_KIND, SELFINSTRUCT_KIND)
+                                  HUB_PUSH_KIND, HUB_PULL_KIND, JUDGE_KIND, SELFINSTRUCT_KIND)
 
 
 def open_workbench(settings: Settings, start_jobs: bool = True) -> Workbench:

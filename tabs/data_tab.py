@@ -10,7 +10,7 @@ import pandas as pd
 from app.core.workbench import Workbench
 from app.data import datasets
 from app.train.overrides import parse_advanced
-from tabs import data_selfinstruct
+from tabs import data_annotate, data_quality, data_selfinstruct
 from tabs.common import user_errors
 
 SAMPLE_SFT = Path(__file__).resolve().parent.parent / "data" / "samples" / "sft_starter.jsonl"
@@ -136,4 +136,6 @@ def build(wb: Workbench) -> gr.Tab:
         sample.click(on_sample, None, [status, table], api_name="register_sample")
         tab.select(lambda: datasets_frame(wb), None, table, show_api=False)
         data_selfinstruct.build(wb)
+        data_quality.build(wb)
+        data_annotate.build(wb)
     return tab

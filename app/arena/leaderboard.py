@@ -25,12 +25,14 @@ PRIOR_VOTES = 1.0
 
 
 # Why a vote may be left out. Each left-out vote is counted once, under the first rule that
-# removes it: self-battles, then named battles, then quality flags (the first kind in
+# removes it: self-battles, then judged pairs, then named battles, then quality flags (the first kind in
 # FLAG_KINDS), then both-bad votes when those are dropped.
+JUDGED_MODES = ("judge", "annotation")
 FLAG_KINDS = ("error", "empty", "truncated", "identity")
-RULES = ("self_battle", "named", *(f"flagged:{k}" for k in FLAG_KINDS), "both_bad")
+RULES = ("self_battle", "judged", "named", *(f"flagged:{k}" for k in FLAG_KINDS), "both_bad")
 RULE_TEXT = {"self_battle": "from self-battles (the same weights on both sides)",
-             "named": "from named battles", "both_bad": "rated both bad"}
+             "named": "from named battles", "both_bad": "rated both bad",
+             "judged": "on judged pairs (the LLM judge and the annotation queue)"}
 FLAG_TEXT = {"error": "a side failed", "empty": "an empty answer", "truncated": "a cut-off answer",
              "identity": "a model named itself"}
 
@@ -48,6 +50,8 @@ class VoteScreen:
         """The rule that leaves this vote out, or None when it counts."""
         if self_battle:
             return "self_battle"
+        if mode in JUDGED_MODES:  # offline labels on sampled pairs, not arena battles
+            return "judged"
         if mode == "named" and not self.include_named:
             return "named"
         if flags and not self.include_flagged:

@@ -210,3 +210,21 @@ class VoterInvite(SQLModel, table=True):
     uses: int = 0
     note: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PairLabel(SQLModel, table=True):
+    """A label on a judged pair (a battle of mode ``judge``): the LLM judge's or a person's
+    from the annotation queue. ``vote_id`` is the Vote that carries it into DPO snapshots."""
+
+    __tablename__ = "pair_labels"
+    __table_args__ = (UniqueConstraint("battle_id", "source", "labeler"),)
+    id: int | None = Field(default=None, primary_key=True)
+    battle_id: int = Field(foreign_key="battles.id", index=True)
+    source: str  # judge | human
+    labeler: str  # the judge model's name, or the person
+    choice: str  # a | b | tie | both_bad, in the battle's A/B terms
+    vote_id: int | None = Field(default=None, foreign_key="votes.id")
+    rationale: str = ""
+    # Judge: both prompts, both raw replies and verdicts, consistent. Human: the shown order.
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)

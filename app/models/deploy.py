@@ -218,7 +218,8 @@ DEPLOY_KIND = JobKind(DEPLOY, finish=finish_deploy)
 def _client(host: str):
     import ollama
 
-    return ollama.Client(host=host, timeout=60)
+    # Short: these calls list, copy or delete; a host that does not answer is reported, not waited on.
+    return ollama.Client(host=host, timeout=15)
 
 
 def _ollama_call(host: str, what: str, call):

@@ -1,0 +1,56 @@
+"""The judge job's process: ``python -m app.arena.judge_job PLAN_JSON``.
+
+Answers and judges each planned prompt with its own engines (no database access), rewriting
+result.json after every pair so a cancelled job still hands over the pairs it finished; the
+job's finish step stores them (``judge.finish_judge``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from app.arena.judge import KEYS_ENV, judge_item
+from app.core.jobs import PROGRESS_ENV, RESULT_ENV
+from app.core.progress_log import report
+from app.core.tables import ModelVersion
+from app.inference.chat_engines import ChatCache
+from app.inference.generation import GenSettings
+
+
+def _write(path: str | None, data: dict) -> None:
+    if path:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: the finish step never reads half a file
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(Path(argv[0]).read_text())
+    keys = json.loads(os.environ.get(KEYS_ENV) or "{}")
+    models = {}
+    for role, fields in plan["models"].items():
+        mv = ModelVersion(**fields)
+        if role in keys:  # API keys come through the environment, never the plan file
+            mv.meta = {**(mv.meta or {}), "api_key": keys[role]}
+        models[role] = mv
+    gens = tuple(GenSettings(**g) for g in plan["gens"])
+    progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
+    cache, items, started = ChatCache(capacity=3), [], time.monotonic()
+    prompts = plan["prompts"]
+    try:
+        for i, prompt in enumerate(prompts, 1):
+            items.append(judge_item(cache, models["a"], models["b"], models["judge"], prompt, gens))
+            _write(result_path, {"items": items})
+            if progress:
+                report(progress, i, len(prompts), started, status=f"judged {i} of {len(prompts)}")
+    finally:
+        cache.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

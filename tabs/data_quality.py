@@ -1,0 +1,145 @@
+"""Data tab sections: a dataset's quality report and clean-up, and the CPT corpus import."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.core.workbench import Workbench
+from app.data import corpus, quality
+from tabs.common import dataset_choices, model_choices, user_errors
+
+PII_LABELS = {"email": "emails", "phone": "phone numbers", "credit_card": "card numbers", "iban": "IBANs",
+              "ip_address": "IP addresses", "us_ssn": "US SSNs", "uk_nino": "UK NI numbers"}
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def report_markdown(r: dict) -> str:
+    """The report's counts, one finding a line; the examples are in the JSON beside it."""
+    lines = [f"**{r['name']}**: {_n(r['rows'], 'row')}"]
+    lines.append(f"- exact duplicates: {r['exact_duplicates']['count']:,}")
+    near = r["near_duplicates"]
+    lines.append(f"- near-duplicates (similarity ≥ {near['threshold']}): {near['count']:,}")
+    lines.append(f"- empty rows: {r['empty']['count']:,}")
+    if r["over_long"] is None:
+        lines.append("- over-long rows: pick a model to count tokens")
+    else:
+        t, long_rows = r["tokens"], r["over_long"]
+        lines.append(f"- over-long rows (> {long_rows['max_tokens']:,} tokens): {long_rows['count']:,}"
+                     f" · tokens: {t['total']:,} in all, {t['max']:,} at most, {t['mean']} on average")
+    langs = ", ".join(f"{k} {v:,}" for k, v in r["languages"].items())
+    lines.append(f"- languages: {langs}")
+    found = [f"{PII_LABELS[k]} {v['matches']:,}" for k, v in r["pii"].items() if v["matches"]]
+    lines.append(f"- personal data in {_n(r['pii_rows'], 'row')}: {', '.join(found)}" if found
+                 else "- personal data: none found")
+    return "\n".join(lines)
+
+
+def corpus_markdown(info: dict) -> str:
+    files = "\n".join(f"- {f['file']}: {_n(f['documents'], 'document')} → {_n(f['chunks'], 'chunk')}, "
+                      f"{_n(f['tokens'], 'token')}" for f in info["files"])
+    return f"**{_n(info['chunks'], 'chunk')}, {_n(info['tokens'], 'token')}**\n{files}"
+
+
+def _paths(files, folder: str) -> list[str]:
+    paths = [str(f) for f in (files or [])]
+    if (folder or "").strip():
+        paths.append(folder.strip())
+    if not paths:
+        raise gr.Error("upload files or give a folder")
+    return paths
+
+
+def _model(model_id) -> int:
+    if model_id is None:
+        raise gr.Error("pick the model whose tokenizer counts the tokens")
+    return int(model_id)
+
+
+def build(wb: Workbench) -> None:
+    """The sections, placed inside the Data tab where this is called."""
+    gr.Markdown("### Quality report and clean-up\nDuplicates and near-duplicates, empty and over-long "
+                "rows, languages and personal data. Cleaning writes a new dataset; the original stays.")
+    with gr.Row():
+        ds = gr.Dropdown(dataset_choices(wb), label="Dataset", scale=3)
+        model = gr.Dropdown(model_choices(wb), label="Count tokens with (optional)", scale=3)
+        max_tokens = gr.Number(1024, label="Max tokens per row", precision=0, minimum=1)
+        threshold = gr.Slider(0.5, 1.0, 0.85, step=0.01, label="Near-duplicate similarity")
+        refresh = gr.Button("↻", scale=0)
+    report_btn = gr.Button("Quality report")
+    summary = gr.Markdown()
+    details = gr.JSON(label="Findings with examples", visible=False)
+    with gr.Row():
+        dedup_exact = gr.Checkbox(True, label="Drop exact duplicates")
+        dedup_near = gr.Checkbox(True, label="Drop near-duplicates")
+        drop_empty = gr.Checkbox(True, label="Drop empty rows (and over-long ones with a model)")
+        pii_action = gr.Radio(["redact", "drop", "keep"], value="redact", label="Personal data")
+        clean_name = gr.Textbox(label="New dataset name", placeholder="NAME-clean")
+    clean_btn = gr.Button("Write a cleaned version", variant="primary")
+
+    gr.Markdown("### CPT corpus import\n.txt, .md and .jsonl (a `text` column) documents, chunked by "
+                "a model's tokens into a text dataset for continued pre-training.")
+    with gr.Row():
+        files = gr.File(label="Documents", file_count="multiple", file_types=list(corpus.SUFFIXES))
+        with gr.Column():
+            folder = gr.Textbox(label="…or a folder on the server")
+            c_model = gr.Dropdown(model_choices(wb), label="Tokenizer of")
+            with gr.Row():
+                chunk = gr.Number(512, label="Chunk size (tokens)", precision=0, minimum=1)
+                overlap = gr.Number(64, label="Overlap (tokens)", precision=0, minimum=0)
+            c_name = gr.Textbox(label="Dataset name", placeholder="my-corpus")
+            with gr.Row():
+                c_preview_btn = gr.Button("Preview chunks")
+                c_import_btn = gr.Button("Import corpus", variant="primary")
+    c_status = gr.Markdown()
+    c_preview = gr.JSON(label="First chunks", visible=False)
+
+    def choices():
+        return gr.update(choices=dataset_choices(wb)), gr.update(choices=model_choices(wb)), \
+            gr.update(choices=model_choices(wb))
+
+    @user_errors
+    def on_report(dataset_id, model_id, limit, thr):
+        if dataset_id is None:
+            raise gr.Error("pick a dataset")
+        r = quality.quality_report(wb, int(dataset_id), None if model_id is None else int(model_id),
+                                   int(limit or 1024), float(thr))
+        return report_markdown(r), gr.update(value=r, visible=True)
+
+    @user_errors
+    def on_clean(dataset_id, model_id, limit, thr, exact, near, empty, pii, name):
+        if dataset_id is None:
+            raise gr.Error("pick a dataset")
+        new = quality.clean_dataset(wb, int(dataset_id), (name or "").strip() or None, bool(exact),
+                                    bool(near), pii, bool(empty), None if model_id is None else int(model_id),
+                                    int(limit or 1024), float(thr))
+        counts = {k: v for k, v in new.meta["cleaned"].items() if k != "options"}
+        left = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()) or "nothing to change"
+        return (f"Wrote **{new.name}** ({_n(new.num_rows, 'row')}) from {new.meta['parent_name']}: {left}.",
+                gr.update(choices=dataset_choices(wb)))
+
+    @user_errors
+    def on_corpus_preview(up, path, model_id, size, over):
+        info = corpus.preview_corpus(wb, _paths(up, path), _model(model_id), int(size or 0), int(over or 0))
+        return corpus_markdown(info), gr.update(value=info["preview"], visible=True)
+
+    @user_errors
+    def on_corpus_import(up, path, model_id, size, over, name):
+        if not (name or "").strip():
+            raise gr.Error("name the dataset")
+        new = corpus.import_corpus(wb, _paths(up, path), name.strip(), _model(model_id), int(size or 0),
+                                   int(over or 0))
+        return (f"Imported **{new.name}**: {_n(new.num_rows, 'chunk')}, {_n(new.meta['tokens'], 'token')}.",
+                gr.update(choices=dataset_choices(wb)))
+
+    refresh.click(choices, None, [ds, model, c_model], show_api=False)
+    settings = [ds, model, max_tokens, threshold]
+    report_btn.click(on_report, settings, [summary, details], api_name="dataset_quality")
+    clean_btn.click(on_clean, [*settings, dedup_exact, dedup_near, drop_empty, pii_action, clean_name],
+                    [summary, ds], api_name="clean_dataset")
+    c_preview_btn.click(on_corpus_preview, [files, folder, c_model, chunk, overlap], [c_status, c_preview],
+                        api_name="preview_corpus")
+    c_import_btn.click(on_corpus_import, [files, folder, c_model, chunk, overlap, c_name], [c_status, ds],
+                       api_name="import_corpus")
