@@ -146,3 +146,39 @@ def test_a_local_teacher_runs_in_the_job_process(wb, starter):
         assert "no usable task" in job.error
     else:
         assert job.status == "succeeded" and get_dataset(wb, job.result["dataset_id"]).num_rows >= 1
+
+
+def test_a_cancelled_run_resumes_without_asking_the_teacher_again(wb):
+    import time
+
+    from app.datagen.self_instruct_jobs import resume_selfinstruct
+
+    asked: list[str] = []
+
+    def counting(model: str, prompt: str) -> str:
+        asked.append(prompt)
+        return teacher_brain(model, prompt)
+
+    with OllamaStub(models=["teacher"], brain=counting, chunk_delay=0.01) as stub:
+        mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+        job = start_selfinstruct(wb, mv.id, "si-resumed", target=12, max_rounds=30)
+        answers = Path(wb.jobs.get(job.id).cwd) / "teacher_answers.jsonl"
+        deadline = time.monotonic() + 60
+        while not (answers.is_file() and len(answers.read_text().splitlines()) >= 3):
+            assert time.monotonic() < deadline, "the teacher was never asked"
+            time.sleep(0.1)
+        stopped = wb.jobs.wait(wb.jobs.cancel(job.id).id, 60)
+        assert stopped.status == "cancelled"
+        answered = {json.loads(line)["key"] for line in answers.read_text().splitlines() if line.strip()}
+        before = len(asked)
+        done = wb.jobs.wait(resume_selfinstruct(wb, job.id).id, 120)
+    assert done.status == "succeeded", done.error
+    assert get_dataset(wb, done.result["dataset_id"]).num_rows >= 12
+    again = {hashlib.sha256(p.encode()).hexdigest() for p in asked[before:]}
+    assert answered and not again & answered  # no answer the cache held was asked for again
+    import pytest
+
+    from app.core.errors import Conflict
+
+    with pytest.raises(Conflict, match="already finished"):
+        resume_selfinstruct(wb, done.id)

@@ -51,7 +51,8 @@ def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 
             "seed": seed, "temperature": temperature, "max_new_tokens": max_new_tokens}
     (folder / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
     params = {"teacher_id": mv.id, "teacher": mv.name, "name": name, "target": target,
-              "max_rounds": max_rounds, "seed": seed, "temperature": temperature}
+              "max_rounds": max_rounds, "seed": seed, "temperature": temperature,
+              "secret_teacher": bool(api_key)}
     spec = JobSpec(command=python_command("app.datagen.self_instruct_job", str(folder / "plan.json")),
                    cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
                    result_path=folder / "result.json", title=f"self-instruct {name} from {mv.name}",
@@ -83,6 +84,18 @@ def finish_selfinstruct(wb: Workbench, s: Session, job: Job, outcome: Outcome) -
         job.status, job.error = "failed", f"{e}; the rows are in {Path(job.cwd) / 'rows.jsonl'}"
         return
     job.result = {**result, "dataset_id": ds.id, "rows": ds.num_rows}
+
+
+def resume_selfinstruct(wb: Workbench, job_id: int) -> Job:
+    """Run a stopped (failed, cancelled or interrupted) Self-Instruct job again in its own
+    folder: every teacher answer it already has comes from its answer cache, so only what
+    is missing is asked again."""
+    job = wb.jobs.get(job_id)
+    if job.kind != SELFINSTRUCT:
+        raise InvalidInput(f"job #{job_id} is a {job.kind} job, not a Self-Instruct run")
+    if job.params.get("secret_teacher"):
+        raise InvalidInput("this run's teacher needs its API key, which is not kept; start a new run")
+    return wb.jobs.requeue(job_id)
 
 
 SELFINSTRUCT_KIND = JobKind(SELFINSTRUCT, finish=finish_selfinstruct)

@@ -1,4 +1,4 @@
-"""Self-Instruct REST route: start a generation job from a registered teacher model."""
+"""Self-Instruct REST routes: start a generation job from a registered teacher model, resume one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.params import Depends
 from pydantic import BaseModel
 
-from app.datagen.self_instruct_jobs import start_selfinstruct
+from app.datagen.self_instruct_jobs import resume_selfinstruct, start_selfinstruct
 from app.web.job_routes import job_json
 
 if TYPE_CHECKING:
@@ -32,5 +32,9 @@ def selfinstruct_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> 
     @r.post("/datasets/selfinstruct", status_code=202)
     def selfinstruct(body: SelfInstructBody):
         return job_json(start_selfinstruct(wb, **body.model_dump()))
+
+    @r.post("/datasets/selfinstruct/{job_id}/resume", status_code=202)
+    def resume(job_id: int):
+        return job_json(resume_selfinstruct(wb, job_id))
 
     return r
