@@ -103,7 +103,8 @@ def build(wb: Workbench) -> None:
     start.click(on_judge, [model_a, model_b, judge_model, temp_a, temp_b, max_tokens, prompts, dataset],
                 [judge_status, judge_progress], api_name="judge_pairs")
     next_btn.click(on_next, None, [battle_id, question, answer_a, answer_b, annotate_status],
-                   api_name="annotation_next")
+                   api_name="annotation_next").then(
+        lambda: None, None, choice, show_api=False)  # a new pair starts unlabelled
     label_btn.click(on_label, [battle_id, choice], annotate_status, api_name="annotation_label")
     agree_btn.click(on_agreement, None, annotate_status, api_name="annotation_agreement")
     # Models and datasets registered since the page loaded.

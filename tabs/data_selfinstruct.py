@@ -10,7 +10,7 @@ from tabs.common import model_choices, user_errors
 
 
 def build(wb: Workbench) -> None:
-    with gr.Accordion("Generate with Self-Instruct", open=False):
+    with gr.Accordion("Generate with Self-Instruct", open=False, elem_id="selfinstruct-section"):
         gr.Markdown("A teacher model writes new tasks from the hand-written seed tasks; tasks that "
                     "are too short or long, need images or code, or repeat a kept one (ROUGE-L > 0.7) "
                     "are dropped. The result is registered as an SFT dataset when the job ends.")
@@ -33,7 +33,7 @@ def build(wb: Workbench) -> None:
 
         @user_errors
         def on_resume(job_id):
-            if job_id is None:
+            if not job_id:  # the empty box reads as 0
                 raise gr.Error("type the job id of a stopped Self-Instruct run")
             job = resume_selfinstruct(wb, int(job_id))
             return f"Job {job.id} queued again: {job.title}. Follow it in the jobs panel."

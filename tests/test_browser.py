@@ -418,3 +418,94 @@ def test_export_deploy_list_and_roll_back_in_the_browser(page, deploy_server, tm
     shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "registry-deploy.png"
     section.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture
+def data_server(tmp_path):
+    """An Ollama stand-in teacher that writes tasks from its prompt, and three pairs already
+    judged by a deterministic judge, waiting for people to label them."""
+    import launch
+    from app.arena import judge
+    from tests.conftest import neutral_brain, register_served
+    from tests.ollama_stub import OllamaStub
+    from tests.test_judge import longer_wins
+    from tests.test_self_instruct_job import teacher_brain
+
+    home = tmp_path / "home"
+    with OllamaStub(models=["teacher", "alpha:1b", "beta:1b", "gamma:1b"], brain=neutral_brain) as stub:
+        stub.models["teacher"].brain = teacher_brain
+        stub.models["beta:1b"].brain = lambda m, p: "a longer and more detailed answer about " + p
+        stub.models["gamma:1b"].brain = longer_wins
+        wb = make_workbench(home)
+        registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+        alpha, beta, gamma = register_served(wb, stub)
+        prompts = ["name a river", "how is bread made", "why do owls hoot"]
+        assert len(judge.judge_prompts(wb, prompts, alpha.id, beta.id, gamma.id).battle_ids) == 3
+        wb.close()
+        app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+        try:
+            with ServerThread(app) as srv:
+                yield srv, wb
+        finally:
+            wb.close()
+
+
+def test_generate_with_self_instruct_and_label_pairs_in_the_data_tab(page, data_server, tmp_path):
+    import re
+
+    from playwright.sync_api import expect
+
+    from app.arena import annotation
+    from app.data.datasets import list_datasets
+
+    srv, wb = data_server
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_text("Generate with Self-Instruct").click()
+    section = page.locator("#selfinstruct-section")
+    section.get_by_label("Teacher model").click()
+    page.get_by_role("option", name="teacher (ollama)").click()
+    section.get_by_label("Dataset name").fill("si-browser")
+    section.get_by_label("Rows to keep").fill("12")
+    section.get_by_role("button", name="Start Self-Instruct job").click()
+    started = section.get_by_text(re.compile(r"Job \d+ started: self-instruct si-browser from teacher"))
+    expect(started).to_be_visible()
+    job_id = int(re.search(r"Job (\d+)", started.inner_text()).group(1))
+
+    # Follow it in the Background jobs panel until it succeeds.
+    page.get_by_text("Background jobs").click()
+    page.get_by_label("Job", exact=True).click()
+    page.get_by_role("option", name=re.compile(rf"^#{job_id} selfinstruct: self-instruct si-browser")).click()
+    bar = page.locator(".fl-progress").last
+    expect(bar).to_contain_text("si-browser")
+    expect(page.locator(".fl-progress[data-status='succeeded']").last).to_contain_text("100%",
+                                                                                        timeout=60_000)
+    assert wb.jobs.get(job_id).status == "succeeded"
+    (made,) = [d for d in list_datasets(wb) if d.name == "si-browser"]
+    assert made.num_rows >= 12
+
+    # The new dataset is listed once the tab is opened again.
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("table").get_by_text("si-browser", exact=True).first).to_be_visible()
+
+    # Label the three judged pairs, blind, one after another.
+    labelled = set()
+    for label in ("A is better", "B is better", "Tie"):
+        page.get_by_role("button", name="Next pair").click()
+        expect(page.get_by_text(f"{3 - len(labelled)} pairs waiting.")).to_be_visible()
+        pair = int(page.get_by_label("Pair", exact=True).input_value())
+        for name in ("A is better", "B is better", "Tie", "Both are bad"):  # a new pair starts unlabelled
+            expect(page.get_by_role("radio", name=name, exact=True)).not_to_be_checked()
+        if len(labelled) == 2:  # the guide's picture: every section, a pair on screen
+            shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "data.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        page.get_by_role("radio", name=label, exact=True).check()
+        page.get_by_role("button", name="Save label").click()
+        expect(page.get_by_text(f"Saved your label on pair {pair}.")).to_be_visible()
+        labelled.add(pair)
+    assert len(labelled) == 3
+    page.get_by_role("button", name="Next pair").click()
+    expect(page.get_by_text("No judged pair is waiting for a label.")).to_be_visible()
+    assert annotation.agreement(wb)["labelled"] == 3
