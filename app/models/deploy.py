@@ -79,8 +79,8 @@ def _pick_gguf(mv: ModelVersion, gguf_type: str | None) -> dict[str, Any]:
     return next(files[t] for t in (*GGUF_PREFERENCE, *sorted(files)) if t in files)
 
 
-def _check_tokenizer(gguf: dict[str, Any], template: str, weights_dir: Path) -> None:
-    """The GGUF must read prompts the way training did (see gguf_meta)."""
+def _check_tokenizer(gguf: dict[str, Any], template: str, weights_dir: Path) -> bool:
+    """The GGUF must read prompts the way training did (see gguf_meta); returns its BOS flag."""
     if gguf.get("spacing_ok") is False:
         raise InvalidInput(f"{Path(gguf['path']).name}: llama.cpp would split prompts differently from "
                            "the tokenizer this version was trained with (SentencePiece spacing after "
@@ -89,10 +89,12 @@ def _check_tokenizer(gguf: dict[str, Any], template: str, weights_dir: Path) -> 
     expected = gguf.get("add_bos")
     if expected is None:  # a GGUF recorded before the export aligned the flag
         expected = template_adds_bos(template, weights_dir)
-    if read_add_bos(gguf["path"]) != expected:
+    add_bos = read_add_bos(gguf["path"])
+    if add_bos != expected:
         raise InvalidInput(f"{Path(gguf['path']).name} {'does not add' if expected else 'adds'} a BOS token "
                            f"where the {template} template {'does' if expected else 'does not'}; "
                            "convert it again (Export → GGUF) so it answers as the arena saw")
+    return bool(add_bos)
 
 
 def plan_deploy(wb: Workbench, model_id: int, mode: str = "merged", gguf_type: str | None = None,
@@ -129,8 +131,7 @@ def plan_deploy(wb: Workbench, model_id: int, mode: str = "merged", gguf_type: s
             gguf, adapter_files, weights_dir = _pick_gguf(mv, gguf_type), {}, Path(mv.base_path)
         name = ollama_name(wb, s, mv)
         latest = ollama_name(wb, s, mv, STABLE_TAG) if stable_tag else None
-    _check_tokenizer(gguf, mv.template, weights_dir)
-    fmt = ollama_format(mv, runner_adds_bos=read_add_bos(gguf["path"]))
+    fmt = ollama_format(mv, runner_adds_bos=_check_tokenizer(gguf, mv.template, weights_dir))
     if fmt.extra_bos:  # unreachable after _check_tokenizer, kept as the last guard
         raise InvalidInput(f"Ollama would put a BOS token before prompts the {mv.template} template "
                            "never starts with; convert the model again (Export → GGUF)")
