@@ -28,13 +28,15 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/leaderboard", "/api/battles", "/api/jobs", "/api/jobs/{job_id}",
              "/api/jobs/{job_id}/cancel", "/api/models", "/api/models/{model_id}",
              "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/deploy",
+             "/api/models/{model_id}/check",
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
              "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}
 API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/clean", "/api/corpus"}
 API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
               "/api/annotation/agreement"}
-API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume"}
+API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume",
+              "/api/datasets/selfinstruct/{job_id}"}
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,8 @@ def teacher_brain(model: str, prompt: str) -> str:
                 f"11. Draw a picture of {w[8]}.\n"
                 f"12. Write a program that sorts {w[9]} records.\n"
                 f"13. Explain the link between {w[0]}, {w[1]}, {w[2]} and {w[3]} for a {w[4]} reader now.\n")
+    if "Task: " not in prompt:  # e.g. the connection test's probe
+        return "Hello there, teacher speaking."
     if prompt.startswith("Can the following task"):
         return "Yes" if prompt.rsplit("Task: ", 1)[1].startswith("Classify") else "No"
     task = prompt.rsplit("Task: ", 1)[1].strip()
@@ -100,27 +102,43 @@ def test_rest_route_and_named_endpoint_start_the_job(tmp_path):
 
     server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
     try:
-        with OllamaStub(models=["teacher"], brain=teacher_brain) as stub, TestClient(server) as client:
-            mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
-            r = client.post("/api/datasets/selfinstruct",
-                            json={"teacher_id": mv.id, "name": "via-rest", "target": 3})
-            assert r.status_code == 202, r.text
-            job = wb.jobs.wait(r.json()["id"], 120)
-            assert job.status == "succeeded", job.error
-            assert get_dataset(wb, job.result["dataset_id"]).name == "via-rest"
-            bad = client.post("/api/datasets/selfinstruct",
-                              json={"teacher_id": mv.id, "name": "x", "target": 0})
-            assert bad.status_code == 422 and "target" in bad.text
-            taken = client.post("/api/datasets/selfinstruct", json={"teacher_id": mv.id, "name": "VIA-rest"})
-            assert taken.status_code == 409
+        with TestClient(server) as client:
+            with OllamaStub(models=["teacher"], brain=teacher_brain) as stub:
+                mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+                r = client.post("/api/datasets/selfinstruct",
+                                json={"teacher_id": mv.id, "name": "via-rest", "target": 3})
+                assert r.status_code == 202, r.text
+                job = wb.jobs.wait(r.json()["id"], 120)
+                assert job.status == "succeeded", job.error
+                assert get_dataset(wb, job.result["dataset_id"]).name == "via-rest"
+                bad = client.post("/api/datasets/selfinstruct",
+                                  json={"teacher_id": mv.id, "name": "x", "target": 0})
+                assert bad.status_code == 422 and "target" in bad.text
+                taken = client.post("/api/datasets/selfinstruct",
+                                    json={"teacher_id": mv.id, "name": "VIA-rest"})
+                assert taken.status_code == 409
 
-            with gr.Blocks() as demo, gr.Tabs():
-                data_tab.build(wb)
-            fns = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
-            said = fns["start_selfinstruct"](mv.id, "via-ui", 2)
-            assert said.startswith("Job ") and "via-ui" in said
-            job_id = int(said.split()[1].rstrip(":"))
-            assert wb.jobs.wait(job_id, 120).status == "succeeded"
+                with gr.Blocks() as demo, gr.Tabs():
+                    data_tab.build(wb)
+                fns = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+                pages = list(fns["start_selfinstruct"](mv.id, "via-ui", 2, 0, 0.7, 128, 0, 2, True, "", None))
+                said, job_id = pages[0][0], pages[0][1]
+                assert said.startswith(f"Job {job_id} started") and "via-ui" in said
+                assert wb.jobs.get(job_id).status == "succeeded"
+                final = pages[-1][2]  # the live view, followed until the job ended
+                assert "succeeded" in final and "kept 2" in final and "fl-si-sample" in final
+                watched = list(fns["selfinstruct_view"](job_id))[-1]
+                assert watched == final
+                assert fns["check_teacher"](mv.id).startswith(f"✓ teacher at {stub.url} answered in ")
+
+                view = client.get(f"/api/datasets/selfinstruct/{job_id}").json()
+                assert view["status"] == "succeeded" and view["counts"]["kept"] == 2
+                assert len(view["sample"]) >= 1 and view["settings"]["max_new_tokens"] == 128
+                ok = client.post(f"/api/models/{mv.id}/check").json()
+                assert ok["reachable"] and ok["reply"] and ok["seconds"] > 0
+            dead = client.post(f"/api/models/{mv.id}/check")  # the stand-in has stopped
+            assert dead.status_code == 502 and dead.json()["error"]["code"] == "engine_error"
+            assert stub.url.split("//")[1] in dead.json()["error"]["message"]
     finally:
         wb.close()
 
@@ -182,3 +200,119 @@ def test_a_cancelled_run_resumes_without_asking_the_teacher_again(wb):
 
     with pytest.raises(Conflict, match="already finished"):
         resume_selfinstruct(wb, done.id)
+
+
+def test_parallel_teacher_calls_stay_within_the_limit_and_give_the_same_rows(tmp_path):
+    import random
+    import threading
+    import time
+
+    def run(concurrency: int, folder: str) -> tuple[list[dict], int]:
+        lock, busy, peak = threading.Lock(), [0], [0]
+
+        def teacher(prompt: str) -> tuple[str, bool]:
+            with lock:
+                busy[0] += 1
+                peak[0] = max(peak[0], busy[0])
+            time.sleep(random.uniform(0.001, 0.02))  # answers come back out of order
+            with lock:
+                busy[0] -= 1
+            return teacher_brain("t", prompt), False
+
+        (tmp_path / folder).mkdir()
+        cache = AnswerCache(tmp_path / folder / "answers.jsonl", teacher)
+        state = generate(load_seeds(), cache, target=20, max_rounds=40, seed=3, concurrency=concurrency)
+        return state.rows, peak[0]
+
+    rows_a, peak_a = run(4, "a")
+    rows_b, peak_b = run(4, "b")
+    assert rows_a == rows_b and len(rows_a) == 20  # the order answers arrive in does not matter
+    assert 1 < peak_a <= 4 and 1 < peak_b <= 4
+    rows_1, peak_1 = run(1, "c")
+    assert peak_1 == 1 and len(rows_1) == 20
+
+
+def test_own_seed_tasks_replace_the_shipped_ones(wb):
+    import pytest
+
+    from app.core.errors import InvalidInput
+
+    mine = [f"Describe the sound a {animal} makes at night." for animal in
+            ("cat", "dog", "owl", "fox", "frog", "cricket", "wolf", "bat")]
+    shown: list[str] = []
+
+    def recording(model: str, prompt: str) -> str:
+        shown.append(prompt)
+        return teacher_brain(model, prompt)
+
+    with OllamaStub(models=["teacher"], brain=recording) as stub:
+        mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+        with pytest.raises(InvalidInput, match="at least 8 different seed tasks"):
+            start_selfinstruct(wb, mv.id, "too-few", seed_tasks="\n".join(mine[:5]), use_shipped_seeds=False)
+        with pytest.raises(InvalidInput, match="seed line 2 is not valid JSON"):
+            start_selfinstruct(wb, mv.id, "bad-json", seed_tasks=mine[0] + "\n{oops")
+        job = wb.jobs.wait(start_selfinstruct(wb, mv.id, "own-seeds", target=4, max_rounds=10,
+                                              seed_tasks="\n".join(mine), use_shipped_seeds=False,
+                                              concurrency=1).id, 120)
+    assert job.status == "succeeded", job.error
+    first = next(p for p in shown if p.startswith("Come up with a series of tasks"))
+    listed = re.findall(r"^\d+\. (.*)$", first, re.M)
+    assert len(listed) == 8 and set(listed) <= set(mine)
+    prov = get_dataset(wb, job.result["dataset_id"]).meta["provenance"]
+    assert prov["seed_tasks"] == {"shipped": None, "user": 8, "total": 8}
+    log = Path(job.log_path).read_text()
+    assert "8 seed tasks" in log and "round 1/10: kept" in log and "done: " in log
+
+
+def test_a_killed_run_and_a_vanished_teacher_both_resume_from_the_cache(wb):
+    import os
+    import signal
+    import time
+
+    from app.datagen.self_instruct_jobs import resume_selfinstruct, selfinstruct_view
+
+    with OllamaStub(models=["teacher"], brain=teacher_brain, chunk_delay=0.01) as stub:
+        mv = registry.register_remote_model(wb, "teacher", "ollama", stub.url, "teacher")
+        job = start_selfinstruct(wb, mv.id, "si-killed", target=12, max_rounds=30, concurrency=1)
+        answers = Path(wb.jobs.get(job.id).cwd) / "teacher_answers.jsonl"
+        progress = answers.with_name("progress.jsonl")
+        deadline = time.monotonic() + 60
+        while not (progress.is_file() and progress.read_text().strip()):  # a round is done
+            assert time.monotonic() < deadline, "the teacher was never asked"
+            time.sleep(0.05)
+        os.kill(wb.jobs.get(job.id).pid, signal.SIGKILL)
+        killed = wb.jobs.wait(job.id, 60)
+        assert killed.status == "interrupted" and "signal 9" in killed.error
+        view = selfinstruct_view(wb, job.id)
+        assert view["counts"]["kept"] >= 1 and view["sample"] and not get_dataset_named(wb, "si-killed")
+        before = len(answers.read_text().splitlines())
+    # the teacher has gone: the resumed run fails with a plain reason and keeps its rows
+    down = wb.jobs.wait(resume_selfinstruct(wb, job.id).id, 120)
+    assert down.status == "failed" and "the teacher failed" in down.error and "resume" in down.error
+    assert len(answers.read_text().splitlines()) == before and not get_dataset_named(wb, "si-killed")
+    with OllamaStub(models=["teacher"], brain=teacher_brain) as back:
+        _point(wb, mv.id, back.url)  # the user fixed the teacher's address, then resumed
+        done = wb.jobs.wait(resume_selfinstruct(wb, job.id).id, 120)
+    assert done.status == "succeeded", done.error
+    assert get_dataset(wb, done.result["dataset_id"]).num_rows >= 12
+    assert done.result["cached_answers"] >= before
+
+
+def get_dataset_named(wb, name: str):
+    from sqlmodel import select
+
+    from app.core.tables import Dataset
+
+    with wb.session() as s:
+        return s.exec(select(Dataset).where(Dataset.name == name)).first()
+
+
+def _point(wb, model_id: int, url: str) -> None:
+    """Move a remote model to a new endpoint (the stand-in restarted on another port)."""
+    from app.core.tables import ModelVersion
+
+    with wb.write_lock, wb.session() as s:
+        mv = s.get(ModelVersion, model_id)
+        mv.meta = {**mv.meta, "endpoint": url}
+        s.add(mv)
+        s.commit()

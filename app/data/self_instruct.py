@@ -15,9 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.errors import InvalidInput
 from app.data.rouge_novelty import NoveltyIndex
 
 SEED_PATH = Path(__file__).resolve().parents[2] / "data" / "seed_tasks.jsonl"
+MIN_SEEDS, MAX_SEEDS = 8, 10_000
+MAX_SEED_CHARS, MAX_SEED_TEXT = 2_000, 5_000_000
 N_SEEDS_IN_PROMPT = 6
 N_GENERATED_IN_PROMPT = 2
 MIN_WORDS, MAX_WORDS = 4, 150  # at most 3 words or more than 150: rejected
@@ -51,6 +54,46 @@ def load_seeds(path: Path = SEED_PATH) -> list[Task]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [Task(r["instruction"], r.get("input", ""), r.get("output", ""),
                  bool(r.get("is_classification", False))) for r in rows]
+
+
+def parse_seed_text(text: str) -> list[Task]:
+    """A user's own seed tasks: one per line, either a JSON object like the shipped seeds
+    (``instruction`` required; ``input``, ``output``, ``is_classification`` optional) or a
+    plain instruction. Any unreadable line is an error that names it; nothing is guessed."""
+    if len(text) > MAX_SEED_TEXT:
+        raise InvalidInput(f"seed tasks are limited to {MAX_SEED_TEXT // 1_000_000} MB of text")
+    tasks = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInput(f"seed line {number} is not valid JSON: {e.msg}") from e
+            if not isinstance(row, dict) or not str(row.get("instruction") or "").strip():
+                raise InvalidInput(f"seed line {number} has no instruction")
+            task = Task(" ".join(str(row["instruction"]).split()), str(row.get("input") or ""),
+                        str(row.get("output") or ""), bool(row.get("is_classification", False)))
+        else:
+            task = Task(" ".join(line.split()))
+        if len(task.instruction) > MAX_SEED_CHARS:
+            raise InvalidInput(f"seed line {number} is longer than {MAX_SEED_CHARS} characters")
+        tasks.append(task)
+    if len(tasks) > MAX_SEEDS:
+        raise InvalidInput(f"at most {MAX_SEEDS} seed tasks, got {len(tasks)}")
+    return tasks
+
+
+def choose_seeds(user_text: str = "", use_shipped: bool = True) -> list[Task]:
+    """The seed pool of a run: the shipped tasks, the user's, or both (duplicates once)."""
+    pool = (load_seeds() if use_shipped else []) + parse_seed_text(user_text or "")
+    unique = list({t.instruction.lower(): t for t in reversed(pool)}.values())[::-1]
+    if len(unique) < MIN_SEEDS:
+        raise InvalidInput(f"Self-Instruct needs at least {MIN_SEEDS} different seed tasks "
+                           f"(a prompt shows 8 examples), got {len(unique)}")
+    return unique
 
 
 # --- generating instructions -------------------------------------------------
@@ -151,7 +194,9 @@ def instance_prompt(task: str, is_classification: bool, seeds: list[Task], rng: 
                     k: int = 4) -> str:
     """Output-first for classification (labels, then an input per label, so labels are
     balanced); input-first otherwise."""
-    pool = [s for s in seeds if s.is_classification == is_classification] or seeds
+    # Examples need an output to show; a user's plain-line seeds have none.
+    shown = [s for s in seeds if s.output] or seeds
+    pool = [s for s in shown if s.is_classification == is_classification] or shown
     shots = rng.sample(pool, min(k, len(pool)))
     if is_classification:
         head = ("Given the classification task definition and the class labels, generate an input "

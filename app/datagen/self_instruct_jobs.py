@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, func, select
 
 from app.core.errors import Conflict, ForgeloopError, InvalidInput
-from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
+from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import Dataset, Job
 from app.data.datasets import check_name, register_rows
-from app.data.self_instruct import SEED_PATH
+from app.data.self_instruct import SEED_PATH, choose_seeds, parse_seed_text
 from app.models.registry import get_model
 
 if TYPE_CHECKING:
@@ -22,14 +23,21 @@ if TYPE_CHECKING:
 SELFINSTRUCT = "selfinstruct"
 # The teacher's API key reaches the job through its environment, never the plan file.
 KEY_ENV = "FORGELOOP_TEACHER_API_KEY"
+MAX_CONCURRENCY = 16
 
 
 def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 100,
                        max_rounds: int | None = None, seed: int = 0, temperature: float = 0.7,
-                       max_new_tokens: int = 512) -> Job:
+                       max_new_tokens: int = 512, concurrency: int = 2, seed_tasks: str = "",
+                       use_shipped_seeds: bool = True) -> Job:
     """Queue a run that asks model ``teacher_id`` for tasks until ``target`` rows are kept
-    (or ``max_rounds`` teacher rounds, default 4×target); the rows become dataset ``name``."""
+    (or ``max_rounds`` teacher rounds, default 4×target); the rows become dataset ``name``.
+    At most ``concurrency`` teacher calls run at once. ``seed_tasks``: the user's own seeds
+    (JSON lines or one instruction per line), used with or instead of the shipped ones."""
     check_name(name)
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput(f"concurrency must be between 1 and {MAX_CONCURRENCY} teacher calls")
+    seeds = choose_seeds(seed_tasks, use_shipped_seeds)
     if not 1 <= target <= 100_000:
         raise InvalidInput("target must be between 1 and 100000 rows")
     max_rounds = max_rounds or 4 * target
@@ -47,11 +55,16 @@ def start_selfinstruct(wb: Workbench, teacher_id: int, name: str, target: int = 
     api_key = (teacher.get("meta") or {}).pop("api_key", None)
     folder = wb.settings.jobs_dir / f"{SELFINSTRUCT}-{name}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
-    plan = {"teacher": teacher, "target": target, "max_rounds": max_rounds,
-            "seed": seed, "temperature": temperature, "max_new_tokens": max_new_tokens}
+    user_seeds = len(parse_seed_text(seed_tasks or ""))
+    plan = {"teacher": teacher, "target": target, "max_rounds": max_rounds, "seed": seed,
+            "temperature": temperature, "max_new_tokens": max_new_tokens, "concurrency": concurrency,
+            "seeds": [asdict(t) for t in seeds] if user_seeds else None}
     (folder / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
     params = {"teacher_id": mv.id, "teacher": mv.name, "name": name, "target": target,
               "max_rounds": max_rounds, "seed": seed, "temperature": temperature,
+              "max_new_tokens": max_new_tokens, "concurrency": concurrency,
+              "seed_tasks": {"shipped": SEED_PATH.name if use_shipped_seeds or not user_seeds else None,
+                             "user": user_seeds, "total": len(seeds)},
               "secret_teacher": bool(api_key)}
     spec = JobSpec(command=python_command("app.datagen.self_instruct_job", str(folder / "plan.json")),
                    cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
@@ -73,8 +86,10 @@ def finish_selfinstruct(wb: Workbench, s: Session, job: Job, outcome: Outcome) -
     result = job.result or {}
     p = job.params
     meta = {"provenance": {"method": "self-instruct", "job_id": job.id, "teacher_id": p["teacher_id"],
-                           "teacher": p["teacher"], "seed_tasks": SEED_PATH.name, "seed": p["seed"],
-                           "temperature": p["temperature"], "rounds": result.get("rounds"),
+                           "teacher": p["teacher"], "seed_tasks": p.get("seed_tasks", SEED_PATH.name),
+                           "seed": p["seed"], "temperature": p["temperature"],
+                           "max_new_tokens": p.get("max_new_tokens"), "concurrency": p.get("concurrency"),
+                           "rounds": result.get("rounds"),
                            "generated": result.get("generated"), "rejected": result.get("rejected"),
                            "classification_rows": sum(bool(r["is_classification"]) for r in rows)}}
     alpaca = [{k: r[k] for k in ("instruction", "input", "output")} for r in rows]
@@ -89,13 +104,37 @@ def finish_selfinstruct(wb: Workbench, s: Session, job: Job, outcome: Outcome) -
 def resume_selfinstruct(wb: Workbench, job_id: int) -> Job:
     """Run a stopped (failed, cancelled or interrupted) Self-Instruct job again in its own
     folder: every teacher answer it already has comes from its answer cache, so only what
-    is missing is asked again."""
+    is missing is asked again. The teacher is read from the registry again, so a fixed
+    endpoint (the usual reason a run stopped) is used."""
     job = wb.jobs.get(job_id)
     if job.kind != SELFINSTRUCT:
         raise InvalidInput(f"job #{job_id} is a {job.kind} job, not a Self-Instruct run")
     if job.params.get("secret_teacher"):
         raise InvalidInput("this run's teacher needs its API key, which is not kept; start a new run")
+    if job.status not in (*ACTIVE, "succeeded"):  # else requeue refuses, leave the plan alone
+        teacher = get_model(wb, job.params["teacher_id"]).model_dump(mode="json")
+        (teacher.get("meta") or {}).pop("api_key", None)
+        plan_path = Path(job.cwd) / "plan.json"
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        plan_path.write_text(json.dumps({**plan, "teacher": teacher}, indent=1), encoding="utf-8")
     return wb.jobs.requeue(job_id)
+
+
+def selfinstruct_view(wb: Workbench, job_id: int) -> dict[str, Any]:
+    """A Self-Instruct job's live view: the job's progress plus its counts (kept, generated,
+    rejected by reason) and a sample of the newest kept instructions."""
+    job = wb.jobs.get(job_id)
+    if job.kind != SELFINSTRUCT:
+        raise InvalidInput(f"job #{job_id} is a {job.kind} job, not a Self-Instruct run")
+    tail = wb.jobs.progress(job)
+    last = dict(tail.last or {})
+    if job.result:  # the final counts once it has finished
+        last.update({k: job.result[k] for k in ("kept", "generated", "rejected", "sample", "rounds")
+                     if k in job.result})
+    return {**wb.jobs.view(job, tail=tail), "settings": job.params,
+            "counts": {k: last.get(k) for k in ("kept", "generated", "rounds", "teacher_calls",
+                                               "cached_answers")},
+            "rejected": last.get("rejected") or {}, "sample": last.get("sample") or []}
 
 
 SELFINSTRUCT_KIND = JobKind(SELFINSTRUCT, finish=finish_selfinstruct)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from app.arena.version_view import compare_versions, version_view
 from app.core.errors import InvalidInput
 from app.core.tables import ModelVersion
+from app.inference.connection import check_connection
 from app.inference.remote_engines import ollama_health
 from app.models import export, registry
 from app.models.card import model_card
@@ -73,6 +74,10 @@ def models_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRou
     def edit(model_id: int, body: EditBody):
         registry.get_model(wb, model_id)  # an unknown id is a 404 whatever the body says
         return model_json(registry.edit_model(wb, model_id, **body.model_dump()))
+
+    @r.post("/models/{model_id}/check")
+    def check(model_id: int):
+        return check_connection(wb, model_id)
 
     @r.get("/models/{model_id}/card", response_class=PlainTextResponse)
     def card(model_id: int):
