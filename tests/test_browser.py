@@ -465,12 +465,18 @@ def test_generate_with_self_instruct_and_label_pairs_in_the_data_tab(page, data_
     section = page.locator("#selfinstruct-section")
     section.get_by_label("Teacher model").click()
     page.get_by_role("option", name="teacher (ollama)").click()
+    section.get_by_role("button", name="Test connection").click()
+    expect(section.get_by_text(re.compile(r"✓ teacher at http://\S+ answered in"))).to_be_visible()
     section.get_by_label("Dataset name").fill("si-browser")
     section.get_by_label("Rows to keep").fill("12")
     section.get_by_role("button", name="Start Self-Instruct job").click()
     started = section.get_by_text(re.compile(r"Job \d+ started: self-instruct si-browser from teacher"))
     expect(started).to_be_visible()
     job_id = int(re.search(r"Job (\d+)", started.inner_text()).group(1))
+    live = page.locator("#selfinstruct-live")  # counts and the newest kept tasks, as they come
+    expect(live.locator(".fl-progress[data-status='succeeded']")).to_be_visible(timeout=60_000)
+    expect(live.locator(".fl-si-counts")).to_contain_text("kept 12")
+    assert live.locator(".fl-si-sample li").count() >= 1
 
     # Follow it in the Background jobs panel until it succeeds.
     page.get_by_text("Background jobs").click()
