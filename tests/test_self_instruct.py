@@ -112,3 +112,40 @@ def test_output_first_instances_drop_conflicting_labels():
     kept = clean_instances(pairs, rejected)
     assert [out for _, out in kept] == ["Positive", "Negative"]
     assert rejected == Counter(conflicting_outputs=2)
+
+
+def test_own_seed_tasks_are_read_line_by_line_and_bad_lines_are_named():
+    import pytest
+
+    from app.core.errors import InvalidInput
+    from app.data.self_instruct import MAX_SEED_CHARS, choose_seeds, parse_seed_text
+
+    text = ('Name  three   rivers in Europe.\n\n'
+            '{"instruction": "Is the review positive?", "input": "Great!", "output": "Yes", '
+            '"is_classification": true}\n')
+    plain, js = parse_seed_text(text)
+    assert plain.instruction == "Name three rivers in Europe." and plain.output == ""
+    assert js.is_classification and (js.input, js.output) == ("Great!", "Yes")
+    for bad, message in (("ok line\n{broken", "seed line 2 is not valid JSON"),
+                         ('{"input": "x"}', "seed line 1 has no instruction"),
+                         ('["a list"]', "seed line 1 has no instruction"),
+                         ("x" * (MAX_SEED_CHARS + 1), "seed line 1 is longer than")):
+        with pytest.raises(InvalidInput, match=message):
+            parse_seed_text(bad)
+    with pytest.raises(InvalidInput, match="MB of text"):
+        parse_seed_text("a task to do\n" * 500_000)
+    # the same task twice counts once; the shipped seeds and yours mix
+    with pytest.raises(InvalidInput, match="at least 8 different seed tasks, got 1"):
+        choose_seeds("Same task here.\nsame task HERE.", use_shipped=False)
+    both = choose_seeds("Name three rivers in Europe.", use_shipped=True)
+    assert both[-1].instruction == "Name three rivers in Europe." and len(both) > 100
+
+
+def test_examples_in_instance_prompts_have_outputs():
+    import random
+
+    from app.data.self_instruct import Task, instance_prompt
+
+    seeds = [Task(f"Plain task number {i}.") for i in range(8)] + [Task("Add two numbers.", "2, 3", "5")]
+    prompt = instance_prompt("Subtract the numbers.", False, seeds, random.Random(0))
+    assert "Add two numbers." in prompt and "Plain task number" not in prompt

@@ -67,7 +67,7 @@ def parse_seed_text(text: str) -> list[Task]:
         line = line.strip()
         if not line:
             continue
-        if line.startswith("{"):
+        if line.startswith(("{", "[")):  # JSON, not a task that starts with a bracket
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
