@@ -135,7 +135,7 @@ def test_own_seed_tasks_are_read_line_by_line_and_bad_lines_are_named():
     with pytest.raises(InvalidInput, match="MB of text"):
         parse_seed_text("a task to do\n" * 500_000)
     # the same task twice counts once; the shipped seeds and yours mix
-    with pytest.raises(InvalidInput, match="at least 8 different seed tasks, got 1"):
+    with pytest.raises(InvalidInput, match=r"at least 8 different seed tasks .*, got 1$"):
         choose_seeds("Same task here.\nsame task HERE.", use_shipped=False)
     both = choose_seeds("Name three rivers in Europe.", use_shipped=True)
     assert both[-1].instruction == "Name three rivers in Europe." and len(both) > 100
