@@ -75,7 +75,10 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
             max_tokens = gr.Slider(8, 2048, value=256, step=8, label="Max new tokens")
+            seed = gr.Number(label="Seed (blank: random; replays a battle)", precision=0)
         system = gr.Textbox(label="System prompt", placeholder="(none)")
+        gr.Markdown("Named mode may put one model on both sides: two samples (a seed is drawn if "
+                    "blank) for collecting preference pairs; such battles never count on the leaderboard.")
     with gr.Row():
         chat_a = gr.Chatbot(type="messages", label="Model A", height=360, elem_id="chat-a")
         chat_b = gr.Chatbot(type="messages", label="Model B", height=360, elem_id="chat-b")
@@ -105,7 +108,8 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 history, live_a, live_b = battles.turns(wb, bid), None, None
             yield (bid, chat_for(history, "a", live_a), chat_for(history, "b", live_b))
 
-    def on_send(bid, mode_value, a, b, temp, tp, n_tokens, sys_prompt, text, edited, request: gr.Request):
+    def on_send(bid, mode_value, a, b, temp, tp, n_tokens, seed_value, sys_prompt, text, edited,
+                request: gr.Request):
         who = voter_id(request)
         try:
             index = battles.next_turn(wb, bid) if bid is not None else 0
@@ -113,8 +117,9 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             with voters.admit_message(wb, who, text, index, metered=voter_mode) as checked:
                 if bid is None:
                     # Voters get the arena's defaults, whatever a crafted request sends.
-                    gen = GenSettings() if voter_mode else GenSettings(float(temp), float(tp), int(n_tokens),
-                                                                       sys_prompt or "")
+                    gen = GenSettings() if voter_mode else GenSettings(
+                        float(temp), float(tp), int(n_tokens), sys_prompt or "",
+                        None if seed_value is None else int(seed_value))
                     ids = (None, None) if mode_value == "anonymous" else (a, b)
                     bid = battles.new_battle(wb, *ids, gen=gen, voter=who,
                                            mode="anonymous" if voter_mode else mode_value).id
@@ -165,7 +170,8 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 "New battle: type a message.", gr.update(visible=False), *votes_off())
 
     vote_outputs = [*buttons.values(), regen]
-    send_inputs = [battle_id, mode, model_a, model_b, temperature, top_p, max_tokens, system, prompt, edit]
+    send_inputs = [battle_id, mode, model_a, model_b, temperature, top_p, max_tokens, seed, system, prompt,
+                   edit]
     send_outputs = [battle_id, chat_a, chat_b, prompt, status, edit, *vote_outputs]
     for trigger in (send.click, prompt.submit):
         trigger(on_send, send_inputs, send_outputs, api_name="arena_send" if trigger == send.click

@@ -92,8 +92,8 @@ def test_regenerate_replaces_only_an_unvoted_turn(wb, served):
 
 def test_bad_battles_and_votes(wb, served):
     a, b, _ = served
-    with pytest.raises(InvalidInput, match="two different models"):
-        battles.new_battle(wb, a.id, a.id)
+    with pytest.raises(InvalidInput, match="against itself needs sampling"):
+        battles.new_battle(wb, a.id, a.id, gen=GREEDY)
     with pytest.raises(NotFound):
         battles.new_battle(wb, a.id, 999)
     battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)

@@ -115,7 +115,7 @@ def predict(client, model_id, *texts):
 
 
 def ui_send(client, text):
-    return client.predict("anonymous", None, None, 0.7, 0.9, 64, "", text, "", api_name="/arena_send")
+    return client.predict("anonymous", None, None, 0.7, 0.9, 64, None, "", text, "", api_name="/arena_send")
 
 
 def ui_error(client, text) -> str:

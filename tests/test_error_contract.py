@@ -28,7 +28,8 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
              "/api/leaderboard", "/api/battles", "/api/jobs", "/api/jobs/{job_id}",
              "/api/jobs/{job_id}/cancel", "/api/models", "/api/models/{model_id}",
              "/api/models/{model_id}/export", "/api/models/{model_id}/card", "/api/deploy",
-             "/api/models/{model_id}/check",
+             "/api/models/{model_id}/check", "/api/battles/{battle_id}/turns",
+             "/api/battles/{battle_id}/turns/{turn}/replay",
              "/api/deploy/{job_id}/retry", "/api/deployments", "/api/deployments/{deployment_id}",
              "/api/deployments/{deployment_id}/rollback", "/api/deployments/{deployment_id}/arena",
              "/api/models/{model_id}/push", "/api/hub/pull", "/api/hub/token", "/api/models/compare"}

@@ -75,7 +75,7 @@ def test_voter_reaches_only_arena_functions(voter_app):
             assert c.request(method, path).status_code in (404, 405), path
 
     # Calling each arena endpoint as the voter: a battle, a vote under the voter's name.
-    client.predict("anonymous", None, None, 0.7, 0.9, 64, "", "hello arena", "", api_name="/arena_send")
+    client.predict("anonymous", None, None, 0.7, 0.9, 64, None, "", "hello arena", "", api_name="/arena_send")
     status = client.predict(api_name="/arena_vote_a")[0]
     assert "Vote saved" in status
     with wb.session() as s:
@@ -90,10 +90,10 @@ def test_voter_message_limit(voter_app):
     url, _, _ = voter_app
     client = Client(url, auth=("ann", "secret123"), verbose=False)
     for text in ("one", "two"):
-        client.predict("anonymous", None, None, 0.7, 0.9, 64, "", text, "", api_name="/arena_send")
+        client.predict("anonymous", None, None, 0.7, 0.9, 64, None, "", text, "", api_name="/arena_send")
         client.predict(api_name="/arena_vote_a")
     with pytest.raises(Exception, match="too many messages"):
-        client.predict("anonymous", None, None, 0.7, 0.9, 64, "", "three", "", api_name="/arena_send")
+        client.predict("anonymous", None, None, 0.7, 0.9, 64, None, "", "three", "", api_name="/arena_send")
 
 
 # -- what strangers can send the voter server ------------------------------------------------------
@@ -207,9 +207,9 @@ def test_hidden_events_still_run_through_the_queue(voter_server):
     key) by its index, and to a listed one by its name."""
     app, _, _ = voter_server
     (hidden,) = [d for d in app_config(app)["dependencies"] if d.get("api_name") is False
-                 and len(d["inputs"]) == 10]
+                 and len(d["inputs"]) == 11]
     with signed_in(app) as c:
-        r = c.post("/gradio_api/queue/join", json={"fn_index": hidden["id"], "data": [None] * 10,
+        r = c.post("/gradio_api/queue/join", json={"fn_index": hidden["id"], "data": [None] * 11,
                                                     "session_hash": "s1"})
         assert r.status_code == 200 and r.json()["event_id"], r.text
         r = c.post("/gradio_api/call/arena_new", json={"data": []})  # by name, as curl users call

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import random
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -88,19 +89,27 @@ def new_battle(
     voter: str = "local",
     mode: str = "named",
 ) -> Battle:
-    """Named mode: the caller picks both models. Anonymous: the pair is sampled."""
+    """Named mode: the caller picks both models. Anonymous: the pair is sampled.
+
+    A model may battle itself (two samples, for collecting preference data): that needs a
+    temperature above 0, gets a seed if none was given (the sides sample with different
+    seeds), and never counts toward the leaderboard."""
     if mode not in ("named", "anonymous"):
         raise InvalidInput("mode must be named or anonymous")
     if mode == "anonymous":
         model_a_id, model_b_id = sample_pair(wb)
     if model_a_id is None or model_b_id is None:
         raise InvalidInput("choose two models")
-    if model_a_id == model_b_id:
-        raise InvalidInput("a battle needs two different models")
     for mid in (model_a_id, model_b_id):
         get_model(wb, mid)  # raises NotFound
+    gen = gen or GenSettings()
+    if model_a_id == model_b_id:
+        if gen.temperature <= 0:
+            raise InvalidInput("a model against itself needs sampling: set a temperature above 0")
+        if gen.seed is None:
+            gen = gen.with_seed(secrets.randbelow(2**31))
     battle = Battle(model_a_id=model_a_id, model_b_id=model_b_id, mode=mode, voter=voter,
-                    gen_settings=(gen or GenSettings()).as_dict())
+                    gen_settings=gen.as_dict())
     with wb.session() as s:
         s.add(battle)
         s.commit()
@@ -192,21 +201,24 @@ def _generate(wb: Workbench, mv: ModelVersion, messages: list[dict], gen: GenSet
     out.put((side, timing))
 
 
-def stream_turn(
-    wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None
-) -> Iterator[TurnProgress]:
-    """Send ``prompt`` to both sides concurrently, yielding progress as pieces arrive;
-    the last item carries the stored turn. Voters' budgets are charged around this by
-    ``voters.admit_message``; the message checks here are the same ones."""
-    battle = get_battle(wb, battle_id)
-    history, index = _history(wb, battle_id, edited_answer)
-    prompt = voter_limits(wb).check_prompt(prompt, index)
-    messages = history + [{"role": "user", "content": prompt}]
+def side_seeds(gen: GenSettings, turn: int, fresh: bool = False) -> dict[str, int | None]:
+    """Each side's sampling seed for a turn of a seeded battle (None: unseeded); ``fresh``
+    draws new ones, for asking again."""
+    if gen.seed is None:
+        return {"a": None, "b": None}
+    base = secrets.randbelow(2**31) if fresh else gen.seed + 2 * turn
+    return {"a": base % 2**32, "b": (base + 1) % 2**32}
+
+
+def _answer_both(wb: Workbench, battle: Battle, messages: list[dict], seeds: dict[str, int | None]
+                 ) -> Iterator[TurnProgress]:
+    """Both sides' answers to ``messages``, concurrently, as pieces arrive."""
     gen = GenSettings(**battle.gen_settings)
     models = {"a": get_model(wb, battle.model_a_id), "b": get_model(wb, battle.model_b_id)}
     out: queue.Queue = queue.Queue()
     for side, mv in models.items():
-        threading.Thread(target=_generate, args=(wb, mv, messages, gen, side, out), daemon=True).start()
+        side_gen = gen.with_seed(seeds.get(side)) if gen.seed is not None else gen
+        threading.Thread(target=_generate, args=(wb, mv, messages, side_gen, side, out), daemon=True).start()
     progress = TurnProgress()
     while not (progress.done_a and progress.done_b):
         side, item = out.get()
@@ -216,15 +228,46 @@ def stream_turn(
         else:
             setattr(progress, f"answer_{side}", getattr(progress, f"answer_{side}") + item)
         yield replace(progress, timings=dict(progress.timings))  # a snapshot per update
+
+
+def stream_turn(
+    wb: Workbench, battle_id: int, prompt: str, edited_answer: str | None = None, fresh_seeds: bool = False
+) -> Iterator[TurnProgress]:
+    """Send ``prompt`` to both sides concurrently, yielding progress as pieces arrive;
+    the last item carries the stored turn. Voters' budgets are charged around this by
+    ``voters.admit_message``; the message checks here are the same ones."""
+    battle = get_battle(wb, battle_id)
+    history, index = _history(wb, battle_id, edited_answer)
+    prompt = voter_limits(wb).check_prompt(prompt, index)
+    messages = history + [{"role": "user", "content": prompt}]
+    gen = GenSettings(**battle.gen_settings)
+    seeds = side_seeds(gen, index, fresh_seeds)
+    progress = TurnProgress()
+    for progress in _answer_both(wb, battle, messages, seeds):
+        yield progress
     if not (progress.answer_a or progress.answer_b) and all(
             t.get("finish") == "error" for t in progress.timings.values()):
         # Nothing to judge: storing it would only make the voter vote on two errors.
         raise EngineError("neither model could answer: try again, or start a new battle")
+    stored_gen = {**gen.as_dict(), "seeds": seeds} if gen.seed is not None else gen.as_dict()
     turn = BattleTurn(battle_id=battle_id, turn=index, messages=messages,
                       answer_a=progress.answer_a, answer_b=progress.answer_b,
-                      timings=progress.timings, gen_settings=gen.as_dict())
+                      timings=progress.timings, gen_settings=stored_gen)
     progress.turn = _insert_once(wb, turn, "this turn was answered twice at once; reload the battle")
     yield progress
+
+
+def replay_turn(wb: Workbench, battle_id: int, turn: int) -> dict[str, str]:
+    """Both sides' answers to a stored turn again, with the seeds it was sampled with
+    (nothing is stored): a seeded battle gives the same answers on the same setup."""
+    stored = next((t for t in turns(wb, battle_id) if t.turn == turn), None)
+    if stored is None:
+        raise NotFound(f"battle {battle_id} has no turn {turn}")
+    seeds = (stored.gen_settings or {}).get("seeds") or {}
+    if not any(v is not None for v in seeds.values()):
+        raise InvalidInput("this turn was sampled without a seed, so it cannot be replayed exactly")
+    *_, last = _answer_both(wb, get_battle(wb, battle_id), stored.messages, seeds)
+    return {"answer_a": last.answer_a, "answer_b": last.answer_b}
 
 
 def _insert_once(wb: Workbench, row, clash: str):
@@ -265,7 +308,8 @@ def regenerate(wb: Workbench, battle_id: int) -> Iterator[TurnProgress]:
     with wb.session() as s:
         s.delete(s.get(BattleTurn, last.id))
         s.commit()
-    return stream_turn(wb, battle_id, last.messages[-1]["content"], edited_answer=edited)
+    # New seeds: asking a seeded battle again with the same ones would repeat the answers.
+    return stream_turn(wb, battle_id, last.messages[-1]["content"], edited_answer=edited, fresh_seeds=True)
 
 
 def quality_flags(turn: BattleTurn, names: dict[str, str]) -> list[str]:

@@ -9,6 +9,7 @@ the first local chat.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -69,7 +70,8 @@ def stop_at_declared_eos(engine: Any, model_dir: Path) -> None:
 class LocalEngine:
     """A LLaMA-Factory ChatModel with token counting for the finish reason."""
 
-    def __init__(self, mv: ModelVersion, device_lock: threading.Semaphore) -> None:
+    def __init__(self, mv: ModelVersion, device_lock: threading.Semaphore,
+                 seeded_lock: threading.Lock | None = None) -> None:
         from llamafactory.chat import ChatModel
 
         check_model_files(mv)
@@ -86,6 +88,7 @@ class LocalEngine:
         stop_at_declared_eos(self.model.engine, Path(mv.base_path))
         self.size = estimate_bytes(mv)
         self._slots = device_lock
+        self._seeded = seeded_lock or threading.Lock()
         # The version's own system prompt; ChatCache.engine refreshes it on every use.
         self.system_prompt = model_system_prompt(mv)
 
@@ -103,7 +106,14 @@ class LocalEngine:
 
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
         pieces = []
-        with self._slots:  # a bounded number of local generations at once
+        seeded = gen.seed is not None and gen.temperature > 0
+        # Sampling draws from torch's one global generator: a seeded answer is only the
+        # same again if nothing else samples while it is written, so those go one at a time.
+        with self._slots, (self._seeded if seeded else contextlib.nullcontext()):
+            if seeded:
+                from transformers import set_seed
+
+                set_seed(gen.seed)
             for piece in self.model.stream_chat(messages, system=self.system_for(gen),
                                                 **gen.sampling_kwargs()):
                 pieces.append(piece)
@@ -123,6 +133,8 @@ class ChatCache:
         self._lock = threading.Lock()
         # Two slots so both sides of a battle generate together, never more.
         self._slots = threading.Semaphore(parallel)
+        # Seeded sampling needs torch's global generator to itself (LocalEngine.stream).
+        self._seeded = threading.Lock()
 
     def engine(self, mv: ModelVersion):
         if mv.kind in REMOTE_KINDS:
@@ -133,7 +145,7 @@ class ChatCache:
                 engine = self._models[mv.id]
                 engine.system_prompt = model_system_prompt(mv)  # edited since it was loaded
                 return engine
-            engine = LocalEngine(mv, self._slots)
+            engine = LocalEngine(mv, self._slots, self._seeded)
             self._models[mv.id] = engine
             self._evict(keep=mv.id)
             return engine

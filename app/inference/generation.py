@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from app.core.errors import InvalidInput
@@ -14,6 +14,9 @@ class GenSettings:
     top_p: float = 0.9
     max_new_tokens: int = 256
     system_prompt: str = ""
+    # Sampling seed: the same seed, prompt and settings give the same answer again (a battle
+    # or an eval can be replayed). None: fresh randomness each time.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature <= 2:
@@ -22,9 +25,14 @@ class GenSettings:
             raise InvalidInput("top_p must be in (0, 1]")
         if not 1 <= self.max_new_tokens <= 8192:
             raise InvalidInput("max new tokens must be between 1 and 8192")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise InvalidInput("seed must be between 0 and 4294967295")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_seed(self, seed: int | None) -> GenSettings:
+        return replace(self, seed=seed)
 
     def sampling_kwargs(self) -> dict[str, Any]:
         do_sample = self.temperature > 0

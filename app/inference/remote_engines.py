@@ -62,6 +62,8 @@ class OllamaEngine:
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
         # temperature 0 makes Ollama decode greedily, so it is passed through unchanged.
         options = {"temperature": gen.temperature, "top_p": gen.top_p, "num_predict": gen.max_new_tokens}
+        if gen.seed is not None:
+            options["seed"] = gen.seed
         reason = None
         try:
             with ollama.Client(host=self.host, timeout=self.timeout) as client:
@@ -191,6 +193,8 @@ class OpenAIEngine:
         payload["temperature"] = gen.temperature
         if gen.temperature > 0:
             payload["top_p"] = gen.top_p
+        if gen.seed is not None:  # OpenAI and vLLM honour it; servers that do not ignore it
+            payload["seed"] = gen.seed
         return payload
 
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:

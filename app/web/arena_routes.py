@@ -1,4 +1,5 @@
-"""Arena REST routes: chat with one model, vote, read the leaderboard and the battles."""
+"""Arena REST routes: chat with one model, battle (blind, both answers at once), replay a
+seeded turn, vote, read the leaderboard and the battles."""
 
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ class PredictBody(BaseModel):
     top_p: float = 0.9
     max_new_tokens: int = 256
     system_prompt: str = ""
+
+
+class BattleBody(BaseModel):
+    prompt: str
+    mode: str = "anonymous"  # anonymous: the pair is sampled; named: give both model ids
+    model_a_id: int | None = None
+    model_b_id: int | None = None  # the same id twice: a model against itself (two samples)
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    system_prompt: str = ""
+    seed: int | None = None  # sides sample with seed + 2·turn and seed + 2·turn + 1
+
+
+class TurnBody(BaseModel):
+    prompt: str
 
 
 class FeedbackBody(BaseModel):
@@ -75,6 +92,29 @@ def arena_router(
     @r.post("/feedback", status_code=201)
     async def feedback(body: FeedbackBody, request: Request):
         return await anyio.to_thread.run_sync(record, body, user_of(request), limiter=vote_threads)
+
+    def turn_json(turn) -> dict[str, Any]:  # blind: which model is which shows after the vote
+        return {"battle_id": turn.battle_id, "turn": turn.turn, "answer_a": turn.answer_a,
+                "answer_b": turn.answer_b, "finish": {k: v.get("finish") for k, v in turn.timings.items()},
+                "seeds": (turn.gen_settings or {}).get("seeds")}
+
+    @r.post("/battles", status_code=201)
+    def start_battle(body: BattleBody, request: Request):
+        gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt, body.seed)
+        with admit_message(wb, user_of(request), body.prompt, 0) as prompt:
+            battle = battles.new_battle(wb, body.model_a_id, body.model_b_id, gen=gen,
+                                        voter=user_of(request), mode=body.mode)
+            return turn_json(battles.play_turn(wb, battle.id, prompt))
+
+    @r.post("/battles/{battle_id}/turns", status_code=201)
+    def next_turn(battle_id: int, body: TurnBody, request: Request):
+        index = battles.next_turn(wb, battle_id)  # 404 for an unknown battle
+        with admit_message(wb, user_of(request), body.prompt, index) as prompt:
+            return turn_json(battles.play_turn(wb, battle_id, prompt))
+
+    @r.post("/battles/{battle_id}/turns/{turn}/replay")
+    def replay(battle_id: int, turn: int):
+        return {"battle_id": battle_id, "turn": turn, **battles.replay_turn(wb, battle_id, turn)}
 
     @r.get("/leaderboard")
     def board(include_flagged: bool = False, both_bad: str = "tie", include_named: bool = False):
