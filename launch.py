@@ -77,6 +77,7 @@ def build_server(settings: Settings):
     from app.web.quality_routes import quality_router
     from app.web.selfinstruct_routes import selfinstruct_router
     from app.web.train_routes import training_router
+    from app.web.votes_routes import votes_router
     from tabs import build_ui
 
     wb = open_workbench(settings)
@@ -91,7 +92,7 @@ def build_server(settings: Settings):
     routers = (training_router(wb, login), arena_router(wb, api_user, login), jobs_router(wb, login),
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
                quality_router(wb, login), annotation_router(wb, api_user, login),
-               selfinstruct_router(wb, login))
+               selfinstruct_router(wb, login), votes_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.

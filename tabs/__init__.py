@@ -11,6 +11,7 @@ from app.core.workbench import Workbench
 def build_ui(wb: Workbench) -> gr.Blocks:
     from app.arena import preference_export
     from app.train import training
+    from app.train.schedule import with_schedule
     from tabs import arena_tab, data_tab, jobs_panel, registry_tab, train_tab
     from tabs.common import user_errors
 
@@ -21,18 +22,19 @@ def build_ui(wb: Workbench) -> gr.Blocks:
             _, train_form = train_tab.build(wb)
 
             def wire_train(button: gr.Button, dataset_state: gr.State) -> None:
-                """"Train DPO on these votes": open the Train tab pre-filled."""
+                """"Train on these votes": open the Train tab pre-filled, the schedule sized
+                for the number of examples."""
                 recipes = training.load_recipes()
 
                 @user_errors
                 def prefill(dataset_id):
                     if dataset_id is None:
-                        raise gr.Error("build a DPO dataset from the votes first")
-                    req = preference_export.suggest_dpo_training(wb, int(dataset_id))
+                        raise gr.Error("build a DPO or KTO dataset from the votes first")
+                    req = with_schedule(wb, preference_export.suggest_vote_training(wb, int(dataset_id)))
                     return (gr.Tabs(selected="train"), *train_tab.prefill_updates(wb, recipes, req))
 
                 button.click(prefill, dataset_state, [tabs, *train_tab.prefill_outputs(train_form)],
-                             show_api=False)
+                             api_name="train_on_votes")
 
             arena_tab.build(wb, wire_train)
             registry_tab.build(wb)

@@ -259,8 +259,14 @@ def _date(text: str, end_of_day: bool = False) -> datetime | None:
 
 def _count_text(wb: Workbench) -> str:
     c = preference_export.live_counts(wb)
+    u = preference_export.vote_usage(wb)
+
+    def share(key: str) -> str:
+        return f"{u[key]['fraction']:.0%} ({u[key]['examples']} examples)"
+
     return (f"Live preference data: **{c['votes']}** votes, **{c['dpo_pairs']}** DPO pairs ready, "
-            f"{c['flagged']} flagged (excluded by default).")
+            f"{c['flagged']} flagged (excluded by default). Votes each option uses: DPO {share('dpo')} · "
+            f"KTO {share('kto')} · every vote {share('every_vote')}.")
 
 
 def build_exports(wb: Workbench, on_train) -> None:
@@ -276,7 +282,8 @@ def build_exports(wb: Workbench, on_train) -> None:
         dpo = gr.Button("Build DPO dataset", variant="primary")
         kto = gr.Button("Build KTO dataset (both-bad as negatives)")
         trl = gr.Button("Export TRL preference JSONL")
-        train = gr.Button("Train DPO on these votes →")
+        train = gr.Button("Train on these votes →")
+    ties = gr.Checkbox(label="KTO: ties count as two good answers (use every vote)")
     result = gr.Markdown()
     file = gr.File(label="TRL export", visible=False)
     built = gr.State(None)
@@ -294,9 +301,11 @@ def build_exports(wb: Workbench, on_train) -> None:
         return f"DPO dataset **{ds.name}**: {ds.num_rows} pairs from {len(ds.meta['vote_ids'])} votes.", ds.id
 
     @user_errors
-    def on_kto(nm, *f):
-        ds = preference_export.build_kto_dataset(wb, (nm or "").strip() or None, flt(*f))
-        return f"KTO dataset **{ds.name}**: {ds.num_rows} examples.", gr.skip()
+    def on_kto(nm, every, *f):
+        ds = preference_export.build_kto_dataset(wb, (nm or "").strip() or None, flt(*f),
+                                                 ties="good" if every else "skip")
+        used = len(ds.meta["vote_ids"])
+        return f"KTO dataset **{ds.name}**: {ds.num_rows} examples from {used} votes.", ds.id
 
     @user_errors
     def on_trl(*f):
@@ -305,7 +314,7 @@ def build_exports(wb: Workbench, on_train) -> None:
         return f"Exported {n} pairs in TRL's format.", gr.update(value=str(path), visible=True)
 
     dpo.click(on_dpo, [name, *filters], [result, built], api_name="build_dpo_dataset")
-    kto.click(on_kto, [name, *filters], [result, built], api_name="build_kto_dataset")
+    kto.click(on_kto, [name, ties, *filters], [result, built], api_name="build_kto_dataset")
     trl.click(on_trl, filters, [result, file], api_name="export_trl")
     on_train(train, built)
     gr.on([dpo.click, kto.click], lambda: _count_text(wb), None, counts, show_api=False)

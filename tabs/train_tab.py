@@ -121,7 +121,9 @@ def prefill_updates(wb: Workbench, recipes: dict[str, training.Recipe], request:
                         visible=k != "lora_rank" or recipe.finetuning_type == "lora") for k in FIELDS]
     return [gr.update(value=recipe.name), gr.update(choices=model_choices(wb), value=request["model_id"]),
             gr.update(choices=dataset_choices(wb, recipe.stage), value=request["dataset_ids"]),
-            recipe.description, yaml.safe_dump(over) if over else "", *values]
+            recipe.description + (f"\n\n**Schedule:** {request['schedule']['reason']}"
+                                  if request.get("schedule") else ""),
+            yaml.safe_dump(over) if over else "", *values]
 
 
 def build(wb: Workbench) -> tuple[gr.Tab, Form]:

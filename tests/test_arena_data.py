@@ -97,8 +97,9 @@ def test_kto_snapshot_passes_llamafactory_loader_and_leader_is_suggested(wb, sta
     kto = preference_export.build_kto_dataset(wb, "kto")
     assert lf_loader.loadable_rows(wb, kto, starter) == kto.num_rows == 4  # 2 per vote
     dpo = preference_export.build_dpo_dataset(wb, "dpo")
-    suggestion = preference_export.suggest_dpo_training(wb, dpo.id)
+    suggestion = preference_export.suggest_vote_training(wb, dpo.id)
     assert suggestion == {"recipe": "dpo_lora", "model_id": starter.id, "dataset_ids": [dpo.id]}
+    assert preference_export.suggest_vote_training(wb, kto.id, alpha.id)["recipe"] == "kto_lora"
 
 
 def arena_server(tmp_path, stub):

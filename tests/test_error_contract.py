@@ -36,6 +36,7 @@ API_PATHS = {"/api/train/{stage}", "/api/runs", "/api/runs/{run_id}", "/api/runs
 API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/clean", "/api/corpus"}
 API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
               "/api/annotation/agreement"}
+API_PATHS |= {"/api/votes/usage", "/api/votes/dpo", "/api/votes/kto", "/api/votes/training"}
 API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume",
               "/api/datasets/selfinstruct/{job_id}"}
 

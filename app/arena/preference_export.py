@@ -134,9 +134,16 @@ def preference_rows(wb: Workbench, flt: VoteFilter | None = None) -> tuple[list[
     return rows, vote_ids
 
 
-def kto_rows(wb: Workbench, flt: VoteFilter | None = None) -> tuple[list[dict], list[int]]:
+TIES = ("skip", "good")
+
+
+def kto_rows(wb: Workbench, flt: VoteFilter | None = None, ties: str = "skip"
+             ) -> tuple[list[dict], list[int]]:
     """Single answers labelled good or bad: a decisive vote gives one of each, a
-    both-bad vote two negatives."""
+    both-bad vote two negatives, and with ``ties="good"`` a tie two positives (both
+    answers were acceptable), so every vote teaches something."""
+    if ties not in TIES:
+        raise InvalidInput(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     rows, vote_ids, seen = [], [], set()
     for v in select_votes(wb, flt):
         labelled: list[tuple[str, bool]] = []
@@ -145,6 +152,8 @@ def kto_rows(wb: Workbench, flt: VoteFilter | None = None) -> tuple[list[dict], 
             labelled = [(good, True), (bad, False)]
         elif v.choice == "both_bad":
             labelled = [(v.answer_a, False), (v.answer_b, False)]
+        elif v.choice == "tie" and ties == "good":
+            labelled = [(v.answer_a, True), (v.answer_b, True)]
         used = False
         for answer, label in labelled:
             key = (v.extra["messages_json"], answer, label)
@@ -189,10 +198,25 @@ def build_dpo_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | 
         return _snapshot(wb, "dpo", "preference", rows, vote_ids, name, flt)
 
 
-def build_kto_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | None = None) -> Dataset:
+def build_kto_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | None = None,
+                      ties: str = "skip") -> Dataset:
+    """Snapshot the matching votes as KTO examples; ``ties="good"`` uses every vote."""
     with _gc_paused():
-        rows, vote_ids = kto_rows(wb, flt)
+        rows, vote_ids = kto_rows(wb, flt, ties)
         return _snapshot(wb, "kto", "kto", rows, vote_ids, name, flt)
+
+
+def vote_usage(wb: Workbench, flt: VoteFilter | None = None) -> dict[str, Any]:
+    """How many of the matching votes each kind of training data would use: DPO takes
+    only decisive votes, KTO adds both-bad ones, "every vote" (KTO with ties as good) all."""
+    with _gc_paused():
+        total = len(select_votes(wb, flt))
+        options = {"dpo": preference_rows(wb, flt), "kto": kto_rows(wb, flt),
+                   "every_vote": kto_rows(wb, flt, ties="good")}
+    return {"votes": total, **{
+        key: {"examples": len(rows), "votes_used": len(ids),
+              "fraction": round(len(ids) / total, 4) if total else 0.0}
+        for key, (rows, ids) in options.items()}}
 
 
 def export_trl_jsonl(wb: Workbench, path: Path, flt: VoteFilter | None = None) -> int:
@@ -214,11 +238,16 @@ def live_counts(wb: Workbench) -> dict[str, int]:
             "dpo_pairs": len(pairs)}
 
 
-def suggest_dpo_training(wb: Workbench, dataset_id: int, model_id: int | None = None) -> dict[str, Any]:
-    """Pre-fill for "Train DPO on these votes": base = the chosen model, else the current
-    leader, else the newest local model."""
+def suggest_vote_training(wb: Workbench, dataset_id: int, model_id: int | None = None) -> dict[str, Any]:
+    """Pre-fill for "Train on these votes": the DPO or KTO LoRA recipe (by the dataset's
+    kind); base = the chosen model, else the current leader, else the newest local model.
+    The Train side sizes the schedule (``app.train.schedule``)."""
     from app.arena.leaderboard import leader
+    from app.data.datasets import get_dataset
 
+    ds = get_dataset(wb, dataset_id)
+    if ds.kind not in ("dpo", "kto"):
+        raise InvalidInput(f"dataset {ds.name!r} is {ds.kind} data; votes train with DPO or KTO")
     if model_id is None:
         best = leader(wb)
         if best is None:
@@ -229,4 +258,4 @@ def suggest_dpo_training(wb: Workbench, dataset_id: int, model_id: int | None = 
                 raise InvalidInput("no local model to train: register or create one first")
             best = local
         model_id = best.id
-    return {"recipe": "dpo_lora", "model_id": model_id, "dataset_ids": [dataset_id]}
+    return {"recipe": f"{ds.kind}_lora", "model_id": model_id, "dataset_ids": [dataset_id]}
