@@ -35,6 +35,8 @@ API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/
 API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
               "/api/annotation/agreement"}
 API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume"}
+API_PATHS |= {"/api/datasets/{dataset_id}/quality/jobs", "/api/datasets/{dataset_id}/clean/jobs",
+              "/api/datasets/{dataset_id}/quality/latest", "/api/quality/jobs/{job_id}"}
 
 
 @pytest.fixture(scope="module")
