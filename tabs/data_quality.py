@@ -66,29 +66,30 @@ def _model(model_id) -> int:
 
 def build(wb: Workbench) -> None:
     """The sections, placed inside the Data tab where this is called."""
-    gr.Markdown("### Quality report and clean-up\nDuplicates and near-duplicates, empty and over-long "
-                "rows, languages and personal data. Cleaning writes a new dataset; the original stays.")
-    with gr.Row():
-        ds = gr.Dropdown(dataset_choices(wb), label="Dataset", scale=3)
-        model = gr.Dropdown(model_choices(wb), label="Count tokens with (optional)", scale=3)
-        max_tokens = gr.Number(1024, label="Max tokens per row", precision=0, minimum=1)
-        threshold = gr.Slider(0.5, 1.0, 0.85, step=0.01, label="Near-duplicate similarity")
-        refresh = gr.Button("↻", scale=0)
-    with gr.Row():
-        report_btn = gr.Button("Quality report")
-        latest_btn = gr.Button("Show the latest report of this dataset")
-        job_id = gr.Number(None, label="Quality job", precision=0, minimum=1)
-    progress = gr.HTML()
-    summary = gr.Markdown()
-    details = gr.JSON(label="Findings with examples", visible=False)
-    timer = gr.Timer(1.0, active=False)  # runs while a job is followed
-    with gr.Row():
-        dedup_exact = gr.Checkbox(True, label="Drop exact duplicates")
-        dedup_near = gr.Checkbox(True, label="Drop near-duplicates")
-        drop_empty = gr.Checkbox(True, label="Drop empty rows (and over-long ones with a model)")
-        pii_action = gr.Radio(["redact", "drop", "keep"], value="redact", label="Personal data")
-        clean_name = gr.Textbox(label="New dataset name", placeholder="NAME-clean")
-    clean_btn = gr.Button("Write a cleaned version", variant="primary")
+    with gr.Column(elem_id="quality-section"):
+        gr.Markdown("### Quality report and clean-up\nDuplicates and near-duplicates, empty and over-long "
+                    "rows, languages and personal data. Cleaning writes a new dataset; the original stays.")
+        with gr.Row():
+            ds = gr.Dropdown(dataset_choices(wb), label="Dataset", scale=3)
+            model = gr.Dropdown(model_choices(wb), label="Count tokens with (optional)", scale=3)
+            max_tokens = gr.Number(1024, label="Max tokens per row", precision=0, minimum=1)
+            threshold = gr.Slider(0.5, 1.0, 0.85, step=0.01, label="Near-duplicate similarity")
+            refresh = gr.Button("↻", scale=0)
+        with gr.Row():
+            report_btn = gr.Button("Quality report")
+            latest_btn = gr.Button("Show the latest report of this dataset")
+            job_id = gr.Number(None, label="Quality job", precision=0, minimum=1)
+        progress = gr.HTML()
+        summary = gr.Markdown()
+        details = gr.JSON(label="Findings with examples", visible=False)
+        timer = gr.Timer(1.0, active=False)  # runs while a job is followed
+        with gr.Row():
+            dedup_exact = gr.Checkbox(True, label="Drop exact duplicates")
+            dedup_near = gr.Checkbox(True, label="Drop near-duplicates")
+            drop_empty = gr.Checkbox(True, label="Drop empty rows (and over-long ones with a model)")
+            pii_action = gr.Radio(["redact", "drop", "keep"], value="redact", label="Personal data")
+            clean_name = gr.Textbox(label="New dataset name", placeholder="NAME-clean")
+        clean_btn = gr.Button("Write a cleaned version", variant="primary")
 
     gr.Markdown("### CPT corpus import\n.txt, .md and .jsonl (a `text` column) documents, chunked by "
                 "a model's tokens into a text dataset for continued pre-training.")

@@ -20,6 +20,7 @@ from app.data.quality_jobs import (
     start_clean,
     start_quality_report,
 )
+from tests.test_browser import page  # noqa: F401  (the headless browser fixture)
 from tests.test_quality import GERMAN, LONG, planted
 
 
@@ -155,5 +156,42 @@ def test_rest_routes_and_named_endpoints_follow_the_jobs(tmp_path):
         assert message.startswith("Wrote **planted-clean** (5 rows) from planted: ")
         with pytest.raises(gr.Error, match="pick a dataset"):
             fns["start_clean"](None, None, 1024, 0.85, True, True, True, "redact", "")
+    finally:
+        wb.close()
+
+
+@pytest.mark.browser
+def test_the_data_tab_follows_a_report_job_and_finds_it_after_a_reload(page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread, make_workbench
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    planted(wb, tmp_path)
+    wb.close()
+    app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+    try:
+        with ServerThread(app) as srv:
+            page.goto(srv.url)
+            page.get_by_role("tab", name="Data").click()
+            section = page.locator("#quality-section")
+            section.get_by_label("Dataset", exact=True).click()
+            page.get_by_role("option", name="planted · cpt · 8 rows").click()
+            section.get_by_role("button", name="Quality report").click()
+            # The timer follows the job to its end; then the counts replace the progress.
+            expect(section.locator(".fl-progress[data-status='succeeded']")).to_be_visible(timeout=60_000)
+            expect(section.get_by_text("exact duplicates: 1")).to_be_visible()
+            expect(section.get_by_text("personal data in 1 row: emails 1, card numbers 1")).to_be_visible()
+            # A reload forgets the job; the dataset's latest report is one click away.
+            page.reload()
+            page.get_by_role("tab", name="Data").click()
+            expect(section.get_by_text("exact duplicates: 1")).to_have_count(0)
+            section.get_by_label("Dataset", exact=True).click()
+            page.get_by_role("option", name="planted · cpt · 8 rows").click()
+            section.get_by_role("button", name="Show the latest report of this dataset").click()
+            expect(section.get_by_text("near-duplicates (similarity ≥ 0.85): 1")).to_be_visible()
     finally:
         wb.close()
