@@ -79,6 +79,7 @@ def build(wb: Workbench) -> None:
             report_btn = gr.Button("Quality report")
             latest_btn = gr.Button("Show the latest report of this dataset")
             job_id = gr.Number(None, label="Quality job", precision=0, minimum=1)
+            cancel_btn = gr.Button("Cancel job", variant="stop", scale=0)
         progress = gr.HTML()
         summary = gr.Markdown()
         details = gr.JSON(label="Findings with examples", visible=False)
@@ -154,6 +155,20 @@ def build(wb: Workbench) -> None:
         return bar, f"Job {r['job_id']} {r['status']}: {r['error'] or ''}", gr.update(visible=False), \
             gr.Timer(active=False), gr.skip()
 
+    def on_tick(job):
+        """The timer's poll: a job gone meanwhile stops it rather than failing every second."""
+        try:
+            return on_job(job)
+        except gr.Error as e:
+            return "", str(e.message), gr.skip(), gr.Timer(active=False), gr.skip()
+
+    @user_errors
+    def on_cancel(job):
+        if job is None:
+            raise gr.Error("no quality job is followed")
+        wb.jobs.cancel(int(job))
+        return on_job(job)
+
     @user_errors
     def on_corpus_preview(up, path, model_id, size, over):
         info = corpus.preview_corpus(wb, _paths(up, path), _model(model_id), int(size or 0), int(over or 0))
@@ -176,7 +191,9 @@ def build(wb: Workbench) -> None:
                     [summary, job_id], api_name="start_clean")
     latest_btn.click(on_latest, ds, job_id, api_name="latest_quality_report")
     job_id.change(on_job, job_id, followed, api_name="quality_job_report")
-    timer.tick(on_job, job_id, followed, show_api=False)
+    timer.tick(on_tick, job_id, followed, show_api=False)
+    # Cancelling has its API already: cancel_job (jobs panel), POST /api/jobs/{id}/cancel.
+    cancel_btn.click(on_cancel, job_id, followed, show_api=False)
     c_preview_btn.click(on_corpus_preview, [files, folder, c_model, chunk, overlap], [c_status, c_preview],
                         api_name="preview_corpus")
     c_import_btn.click(on_corpus_import, [files, folder, c_model, chunk, overlap, c_name], [c_status, ds],

@@ -23,6 +23,20 @@ from app.data.quality_jobs import (
 from tests.test_browser import page  # noqa: F401  (the headless browser fixture)
 from tests.test_quality import GERMAN, LONG, planted
 
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar "
+         "papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def big_dataset(wb, tmp_path, rows: int = 20_000):
+    """Rows enough to keep a clean-up busy for a few seconds (mostly near-duplicates)."""
+    def text(i: int) -> str:
+        pairs = (WORDS[(i * k + i // 7) % 26] + WORDS[(i + k * k) % 26] for k in range(1, 25))
+        return f"row {i}: " + " ".join(pairs)
+
+    src = tmp_path / "big.jsonl"
+    src.write_text("".join(json.dumps({"text": text(i)}) + "\n" for i in range(rows)))
+    return datasets.register_file(wb, src, "big", "cpt")
+
 
 def _job_count(wb) -> int:
     with wb.session() as s:
@@ -77,10 +91,7 @@ def test_a_failed_or_cancelled_clean_job_registers_nothing(wb, tmp_path):
     failed = wb.jobs.wait(start_clean(wb, ds.id).id, 120)
     assert failed.status == "failed" and "leave no rows" in (failed.error or "")
     # A bigger dataset, cancelled while it runs.
-    big = tmp_path / "big.jsonl"
-    big.write_text("".join(json.dumps({"text": f"row {i}: " + " ".join(str(i * k) for k in range(40))}) + "\n"
-                           for i in range(20_000)))
-    ds_big = datasets.register_file(wb, big, "big", "cpt")
+    ds_big = big_dataset(wb, tmp_path)
     job = start_clean(wb, ds_big.id)
     deadline = time.monotonic() + 30
     while wb.jobs.get(job.id).status != "running":
@@ -193,5 +204,34 @@ def test_the_data_tab_follows_a_report_job_and_finds_it_after_a_reload(page, tmp
             page.get_by_role("option", name="planted · cpt · 8 rows").click()
             section.get_by_role("button", name="Show the latest report of this dataset").click()
             expect(section.get_by_text("near-duplicates (similarity ≥ 0.85): 1")).to_be_visible()
+    finally:
+        wb.close()
+
+
+def test_a_clean_job_that_ends_while_the_app_is_down_registers_at_the_restart(tmp_path):
+    from tests.conftest import make_workbench
+
+    home = tmp_path / "home"
+    wb = make_workbench(home)
+    ds = big_dataset(wb, tmp_path)
+    job = start_clean(wb, ds.id, name="big-tidy")
+    deadline = time.monotonic() + 30
+    while wb.jobs.get(job.id).status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    result = Path(job.result_path)
+    assert not result.is_file()  # still at work when the app goes away
+    wb.close()  # the app goes away; the job's process goes on
+    while not result.is_file():
+        assert time.monotonic() < deadline + 60, "the job never finished"
+        time.sleep(0.1)
+    time.sleep(0.3)  # let the process exit
+    wb = make_workbench(home)  # start-up settles it
+    try:
+        done = wb.jobs.wait(job.id, 30)
+        assert done.status == "succeeded", done.error
+        new = datasets.get_dataset(wb, done.result["dataset_id"])
+        assert new.name == "big-tidy" and new.meta["parent_id"] == ds.id
+        assert new.num_rows == done.result["rows"] and new.meta["cleaned"]["near_duplicates"] > 10_000
     finally:
         wb.close()

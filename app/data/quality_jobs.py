@@ -81,10 +81,19 @@ def start_clean(
     return wb.jobs.submit(CLEAN, _spec(folder, f"clean-up of {ds.name}", params))
 
 
+def finish_quality(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
+    """The outcome, where a process that ended unseen (while Forgeloop was down) succeeded
+    when it left its result: the process writes result.json last, atomically."""
+    result = job.result or {}
+    if outcome.returncode is None and not outcome.cancelled and result and "unreadable" not in result:
+        outcome = Outcome(0)
+    default_finish(wb, s, job, outcome)
+
+
 def finish_clean(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     """Register the cleaned rows as a new dataset whose meta links its parent; only when the
     process succeeded, so a failed or cancelled clean-up leaves no dataset."""
-    default_finish(wb, s, job, outcome)
+    finish_quality(wb, s, job, outcome)
     if job.status != "succeeded":
         return
     p, result = job.params, job.result or {}
@@ -111,7 +120,7 @@ def finish_clean(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
     job.result = {**result, "dataset_id": ds.id, "name": ds.name}
 
 
-QUALITY_KIND = JobKind(QUALITY)  # the report is the result: nothing to register
+QUALITY_KIND = JobKind(QUALITY, finish=finish_quality)  # the report is the result: nothing to register
 CLEAN_KIND = JobKind(CLEAN, finish=finish_clean)
 
 
