@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Job
 from app.data import datasets, quality
 from app.data.quality_jobs import (
@@ -119,6 +119,8 @@ def test_bad_input_is_refused_before_a_job_is_queued(wb, tmp_path):
         start_clean(wb, ds.id, pii_action="shred")
     with pytest.raises(InvalidInput, match="name"):
         start_clean(wb, ds.id, name="../x")
+    with pytest.raises(Conflict, match="already exists"):
+        start_clean(wb, ds.id, name="PLANTED")
     assert _job_count(wb) == 0
     with pytest.raises(NotFound, match="no quality report"):
         latest_quality_report(wb, ds.id)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
-from app.core.errors import ForgeloopError, InvalidInput, NotFound
+from app.core.errors import Conflict, ForgeloopError, InvalidInput, NotFound
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import Dataset, Job
 from app.data import datasets, quality
@@ -74,6 +74,8 @@ def start_clean(
     quality.check_options(threshold, max_tokens, pii_action)
     if name is not None:
         datasets.check_name(name)
+        if any(d.name.lower() == name.lower() for d in datasets.list_datasets(wb)):
+            raise Conflict(f"a dataset named {name!r} already exists")
     options = {"dedup_exact": dedup_exact, "dedup_near": dedup_near, "pii_action": pii_action,
                "drop_empty": drop_empty, "max_tokens": max_tokens, "threshold": threshold}
     folder = _plan(wb, CLEAN, ds, model_id, options)
