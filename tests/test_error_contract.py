@@ -39,6 +39,8 @@ API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}
 API_PATHS |= {"/api/votes/usage", "/api/votes/dpo", "/api/votes/kto", "/api/votes/training"}
 API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume",
               "/api/datasets/selfinstruct/{job_id}"}
+API_PATHS |= {"/api/datasets/{dataset_id}/quality/jobs", "/api/datasets/{dataset_id}/clean/jobs",
+              "/api/datasets/{dataset_id}/quality/latest", "/api/quality/jobs/{job_id}"}
 
 
 @pytest.fixture(scope="module")

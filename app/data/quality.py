@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,13 @@ EXAMPLES = 5  # examples shown per finding
 NUM_PERM = 128  # MinHash permutations: enough for a 0.05 error at these thresholds
 SHINGLE = 5  # characters per shingle: robust for short rows, where word shingles are few
 PiiAction = Literal["redact", "drop", "keep"]
+PII_ACTIONS = ("redact", "drop", "keep")
+# Called with the name of each stage as it starts ("near-duplicates", "tokens", ...).
+StageFn = Callable[[str], None]
+
+
+def _no_stage(name: str) -> None:
+    pass
 
 
 def row_text(row: dict[str, Any]) -> str:
@@ -60,14 +68,14 @@ def is_empty(text: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(path: str):
+def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
 
 
-def tokenizer_for(wb: Workbench, model_id: int):
-    """The tokenizer of a registered local model (its base weights' folder)."""
+def tokenizer_path(wb: Workbench, model_id: int) -> str:
+    """The folder of a registered local model's tokenizer (its base weights' folder)."""
     with wb.session() as s:
         mv = s.get(ModelVersion, model_id)
     if mv is None:
@@ -75,7 +83,22 @@ def tokenizer_for(wb: Workbench, model_id: int):
     base = Path(mv.base_path)
     if mv.kind in ("ollama", "openai") or not (base / "tokenizer_config.json").is_file():
         raise InvalidInput(f"model {mv.name!r} has no local tokenizer; pick a model with local weights")
-    return _tokenizer(str(base))
+    return str(base)
+
+
+def tokenizer_for(wb: Workbench, model_id: int):
+    """The tokenizer of a registered local model."""
+    return load_tokenizer(tokenizer_path(wb, model_id))
+
+
+def check_options(threshold: float, max_tokens: int, pii_action: str = "redact") -> None:
+    """Refuse options no analysis can use, before any work (or job) starts."""
+    if not 0 < threshold <= 1:
+        raise InvalidInput(f"threshold must be above 0 and at most 1, got {threshold}")
+    if max_tokens < 1:
+        raise InvalidInput(f"max_tokens must be at least 1, got {max_tokens}")
+    if pii_action not in PII_ACTIONS:
+        raise InvalidInput(f"pii_action must be redact, drop or keep, got {pii_action!r}")
 
 
 def count_tokens(tok, texts: list[str]) -> list[int]:
@@ -135,8 +158,10 @@ def _snippet(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int = 1024) -> dict[str, Any]:
+def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int = 1024,
+            stage: StageFn = _no_stage) -> dict[str, Any]:
     """The findings over ``texts`` (one per row); rows are numbered from 1 in the examples."""
+    stage("near-duplicates")
     exact, near = duplicates(texts, threshold)
     empty = [i for i, t in enumerate(texts) if is_empty(t)]
     report: dict[str, Any] = {"rows": len(texts)}
@@ -155,6 +180,7 @@ def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int
     if tok is None:
         report["tokens"] = report["over_long"] = None
     else:
+        stage("tokens")
         counts = count_tokens(tok, texts)
         long_rows = [i for i, n in enumerate(counts) if n > max_tokens]
         report["tokens"] = {"total": sum(counts), "max": max(counts, default=0),
@@ -164,10 +190,12 @@ def analyse(texts: list[str], threshold: float = 0.85, tok=None, max_tokens: int
             "examples": [{"row": i + 1, "tokens": counts[i], "text": _snippet(texts[i])}
                          for i in long_rows[:EXAMPLES]],
         }
+    stage("language")
     langs = _languages(texts)
     report["languages"] = dict(Counter(langs).most_common())
     found: dict[str, dict[str, Any]] = {k: {"rows": 0, "matches": 0, "examples": []} for k in pii.KINDS}
     pii_rows = 0
+    stage("PII")
     for i, text in enumerate(texts):
         hits = pii.find_pii(text)
         pii_rows += bool(hits)
@@ -186,8 +214,7 @@ def quality_report(wb: Workbench, dataset_id: int, model_id: int | None = None, 
                    threshold: float = 0.85) -> dict[str, Any]:
     """The quality report of a dataset; token counts and over-long rows need ``model_id``."""
     ds = datasets.get_dataset(wb, dataset_id)
-    if max_tokens < 1:
-        raise InvalidInput(f"max_tokens must be at least 1, got {max_tokens}")
+    check_options(threshold, max_tokens)
     tok = tokenizer_for(wb, model_id) if model_id is not None else None
     texts = [row_text(r) for r in read_stored(ds)]
     report = analyse(texts, threshold, tok, max_tokens)
@@ -216,32 +243,18 @@ def free_name(wb: Workbench, base: str) -> str:
     raise InvalidInput(f"no free name for a cleaned copy of {base!r}; give one")
 
 
-def clean_dataset(
-    wb: Workbench,
-    dataset_id: int,
-    name: str | None = None,
-    dedup_exact: bool = True,
-    dedup_near: bool = True,
-    pii_action: PiiAction = "redact",
-    drop_empty: bool = True,
-    model_id: int | None = None,
-    max_tokens: int = 1024,
-    threshold: float = 0.85,
-) -> Dataset:
-    """Write a cleaned NEW dataset from ``dataset_id`` (which is left as it is): duplicates
-    and near-duplicates left out, personal data redacted or its rows dropped, empty rows and
-    (with ``model_id``) rows over ``max_tokens`` dropped. Its meta names the parent and counts."""
-    if pii_action not in ("redact", "drop", "keep"):
-        raise InvalidInput(f"pii_action must be redact, drop or keep, got {pii_action!r}")
-    ds = datasets.get_dataset(wb, dataset_id)
-    if name is not None:
-        datasets.check_name(name)
-    tok = tokenizer_for(wb, model_id) if model_id is not None else None
-    rows = read_stored(ds)
+def clean_rows(rows: list[dict[str, Any]], tok=None, dedup_exact: bool = True, dedup_near: bool = True,
+               pii_action: PiiAction = "redact", drop_empty: bool = True, max_tokens: int = 1024,
+               threshold: float = 0.85, stage: StageFn = _no_stage) -> tuple[list[dict[str, Any]], Counter]:
+    """(the rows kept, redacted where asked; what was left out or changed, by reason)."""
     texts = [row_text(r) for r in rows]
+    stage("near-duplicates")
     exact, near = duplicates(texts, threshold)
+    if tok is not None:
+        stage("tokens")
     counts = count_tokens(tok, texts) if tok is not None else [0] * len(rows)
-    dropped = Counter()
+    stage("PII")
+    dropped: Counter = Counter()
     kept = []
     for i, (row, text) in enumerate(zip(rows, texts, strict=True)):
         if drop_empty and is_empty(text):
@@ -259,13 +272,46 @@ def clean_dataset(
                 dropped["pii_redacted_rows"] += 1
                 row = _map_strings(row, pii.redact)
             kept.append(row)
+    return kept, dropped
+
+
+def clean_meta(parent: Dataset, dropped: dict[str, int], options: dict[str, Any]) -> dict[str, Any]:
+    """A cleaned version's meta: the parent link and what the clean-up did."""
+    return {"parent_id": parent.id, "parent_name": parent.name, "cleaned": {"options": options, **dropped}}
+
+
+def nothing_left(name: str, dropped: dict[str, int]) -> InvalidInput:
+    return InvalidInput(f"cleaning would leave no rows of {name!r} ({dict(dropped)}); relax the options")
+
+
+def clean_dataset(
+    wb: Workbench,
+    dataset_id: int,
+    name: str | None = None,
+    dedup_exact: bool = True,
+    dedup_near: bool = True,
+    pii_action: PiiAction = "redact",
+    drop_empty: bool = True,
+    model_id: int | None = None,
+    max_tokens: int = 1024,
+    threshold: float = 0.85,
+) -> Dataset:
+    """Write a cleaned NEW dataset from ``dataset_id`` (which is left as it is): duplicates
+    and near-duplicates left out, personal data redacted or its rows dropped, empty rows and
+    (with ``model_id``) rows over ``max_tokens`` dropped. Its meta names the parent and counts."""
+    if pii_action not in PII_ACTIONS:
+        raise InvalidInput(f"pii_action must be redact, drop or keep, got {pii_action!r}")
+    ds = datasets.get_dataset(wb, dataset_id)
+    check_options(threshold, max_tokens, pii_action)
+    if name is not None:
+        datasets.check_name(name)
+    tok = tokenizer_for(wb, model_id) if model_id is not None else None
+    kept, dropped = clean_rows(read_stored(ds), tok, dedup_exact, dedup_near, pii_action, drop_empty,
+                               max_tokens, threshold)
     if not kept:
-        raise InvalidInput(f"cleaning would leave no rows of {ds.name!r} ({dict(dropped)}); "
-                           "relax the options")
+        raise nothing_left(ds.name, dropped)
     options = {"dedup_exact": dedup_exact, "dedup_near": dedup_near, "pii": pii_action,
                "drop_empty": drop_empty, "model_id": model_id, "max_tokens": max_tokens,
                "threshold": threshold}
-    meta = {"parent_id": ds.id, "parent_name": ds.name, "cleaned": {"options": options, **dropped}}
     return datasets.register_rows(wb, name or free_name(wb, ds.name), ds.kind, kept, fmt=ds.format,
-                                  source="cleaned", meta=meta)
-
+                                  source="cleaned", meta=clean_meta(ds, dropped, options))

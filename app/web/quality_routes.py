@@ -1,5 +1,6 @@
-"""Dataset quality REST routes: the quality report, the clean-up into a new version, and the
-CPT corpus import. They call the same functions as the Data tab."""
+"""Dataset quality REST routes: the quality report, the clean-up into a new version (both as
+background jobs, and in-process for small datasets), and the CPT corpus import. They call the
+same functions as the Data tab."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi.params import Depends
 from pydantic import BaseModel
 
 from app.core.errors import InvalidInput
-from app.data import corpus, datasets, quality
+from app.data import corpus, datasets, quality, quality_jobs
+from app.web.job_routes import job_json
 
 if TYPE_CHECKING:
     from app.core.tables import Dataset
@@ -24,6 +26,12 @@ class CleanBody(BaseModel):
     dedup_near: bool = True
     pii_action: quality.PiiAction = "redact"
     drop_empty: bool = True
+    model_id: int | None = None
+    max_tokens: int = 1024
+    threshold: float = 0.85
+
+
+class QualityJobBody(BaseModel):
     model_id: int | None = None
     max_tokens: int = 1024
     threshold: float = 0.85
@@ -56,6 +64,23 @@ def quality_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRo
     def clean(dataset_id: int, body: CleanBody):
         datasets.get_dataset(wb, dataset_id)  # an unknown id is a 404 whatever the body says
         return dataset_json(quality.clean_dataset(wb, dataset_id, **body.model_dump()))
+
+    @r.post("/datasets/{dataset_id}/quality/jobs", status_code=202)
+    def report_job(dataset_id: int, body: QualityJobBody):
+        return job_json(quality_jobs.start_quality_report(wb, dataset_id, **body.model_dump()))
+
+    @r.post("/datasets/{dataset_id}/clean/jobs", status_code=202)
+    def clean_job(dataset_id: int, body: CleanBody):
+        datasets.get_dataset(wb, dataset_id)  # an unknown id is a 404 whatever the body says
+        return job_json(quality_jobs.start_clean(wb, dataset_id, **body.model_dump()))
+
+    @r.get("/datasets/{dataset_id}/quality/latest")
+    def latest_report(dataset_id: int):
+        return quality_jobs.latest_quality_report(wb, dataset_id)
+
+    @r.get("/quality/jobs/{job_id}")
+    def job_report(job_id: int):
+        return quality_jobs.quality_job_report(wb, job_id)
 
     @r.post("/corpus", status_code=201)
     def import_corpus(body: CorpusBody, response: Response):
