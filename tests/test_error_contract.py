@@ -35,6 +35,9 @@ API_PATHS |= {"/api/datasets/{dataset_id}/quality", "/api/datasets/{dataset_id}/
 API_PATHS |= {"/api/judge", "/api/annotation/next", "/api/annotation/{battle_id}/label",
               "/api/annotation/agreement"}
 API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}/resume"}
+API_PATHS |= {"/api/evals/suites", "/api/evals/suites/{suite_id}", "/api/evals/suites/{suite_id}/versions",
+              "/api/evals/runs", "/api/evals/runs/{run_id}", "/api/evals/runs/{run_id}/cancel",
+              "/api/evals/runs/{run_id}/results", "/api/evals/compare", "/api/evals/export"}
 
 
 @pytest.fixture(scope="module")

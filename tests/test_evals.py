@@ -239,3 +239,57 @@ def test_starter_eval_job_stores_answers_pass_rates_compare_and_export(wb, start
         results.export(wb, [first.id], "xml")
     with pytest.raises(NotFound):
         results.compare_runs(wb, [first.id, 999])
+
+
+def test_eval_api(tmp_path, stub):
+    from fastapi.testclient import TestClient
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import home_with_served
+
+    home = tmp_path / "home"
+    alpha, beta = home_with_served(home, stub)
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with TestClient(server) as c:
+            r = c.post("/api/evals/suites", json={
+                "name": "api", "prompts": ["hello there"],
+                "items": [{"prompt": "two words", "checks": [{"type": "regex", "value": "^answer"}]}],
+                "checks": [{"type": "contains", "value": "there"}]})
+            assert r.status_code == 201, r.text
+            suite = r.json()
+            assert suite["version"] == 1 and suite["prompts"][1]["checks"][0]["type"] == "regex"
+            bad = c.post("/api/evals/suites", json={"name": "x", "prompts": ["p"],
+                                                    "checks": [{"type": "regex", "value": "("}]})
+            assert bad.status_code == 422 and "bad regex" in bad.json()["error"]["message"]
+            v2 = c.post(f"/api/evals/suites/{suite['id']}/versions", json={"prompts": ["hello there"]})
+            assert v2.status_code == 201 and (v2.json()["name"], v2.json()["version"]) == ("api", 2)
+            assert [s["version"] for s in c.get("/api/evals/suites").json()] == [2]
+            assert len(c.get("/api/evals/suites", params={"all_versions": True}).json()) == 2
+
+            ids = []
+            for model in (alpha, beta):
+                r = c.post("/api/evals/runs", json={"suite_id": suite["id"], "model_id": model.id})
+                assert r.status_code == 202 and r.json()["suite"] == "api v1", r.text
+                ids.append(r.json()["id"])
+                assert wb.jobs.wait(r.json()["job_id"], 120).status == "succeeded"
+            run = c.get(f"/api/evals/runs/{ids[0]}").json()
+            # alpha echoes the words reversed: "hello there" keeps "there", "two words" lacks it.
+            assert run["status"] == "succeeded" and run["summary"]["pass_rate"]["rate"] == 0.5
+            res = c.get(f"/api/evals/runs/{ids[0]}/results").json()
+            assert [x["passed"] for x in res] == [True, False] and res[1]["checks"][0]["passed"]
+            assert c.post(f"/api/evals/runs/{ids[0]}/cancel").status_code == 409  # already done
+            by_beta = c.get("/api/evals/runs", params={"model_id": beta.id}).json()
+            assert [x["id"] for x in by_beta] == [ids[1]]
+            matrix = c.get("/api/evals/compare", params={"run_ids": ids}).json()
+            assert [run["model"] for run in matrix["runs"]] == ["alpha", "beta"]
+            assert len(matrix["rows"]) == 2 and len(matrix["rows"][0]["cells"]) == 2
+            csv_out = c.get("/api/evals/export", params={"run_ids": ids, "format": "csv"})
+            assert csv_out.headers["content-type"].startswith("text/csv")
+            assert csv_out.text.splitlines()[0].startswith("prompt,run ")
+            jsonl = c.get("/api/evals/export", params={"run_ids": ids, "format": "jsonl"})
+            assert len(jsonl.text.splitlines()) == 4
+            assert c.get("/api/evals/compare", params={"run_ids": [ids[0], 999]}).status_code == 404
+    finally:
+        wb.close()
