@@ -293,3 +293,40 @@ def test_eval_api(tmp_path, stub):
             assert c.get("/api/evals/compare", params={"run_ids": [ids[0], 999]}).status_code == 404
     finally:
         wb.close()
+
+
+def test_evaluate_tab_through_its_api_endpoints(tmp_path, stub):
+    from gradio_client import Client
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread, home_with_served
+
+    home = tmp_path / "home"
+    alpha, beta, gamma = home_with_served(home, stub, ("alpha:1b", "beta:1b", "gamma:1b"))
+    stub.models["beta:1b"].brain = lambda m, p: "a longer and more detailed answer about " + p
+    stub.models["gamma:1b"].brain = longer_wins
+    server, _, wb = launch.build_server(Settings(home=home))
+    try:
+        with ServerThread(server) as srv:
+            client = Client(srv.url, verbose=False)
+            note, _ = client.predict("tab", "name a colour\nwhat is rain", "contains: answer\nmax_length: 30",
+                                     1, 0, 32, api_name="/save_eval_suite")
+            assert note == "Saved **tab v1**: 2 prompts, 2 checks."
+            (suite,) = suites.list_suites(wb)
+            progress, ids, table = client.predict(suite.id, alpha.id, beta.id, gamma.id, True,
+                                                  api_name="/run_eval_suite")
+            assert "data-status='succeeded'" in progress
+            first, second = (int(x) for x in ids.split(","))
+            # alpha's short echo passes both checks; beta's long answers break max_length.
+            assert table.count("data-state='pass'") == 2 and table.count("data-state='fail'") == 2
+            assert "win 100%" in table and "vs alpha" in table
+            assert runs.get_run(wb, second).summary["win_rate"]["wins"] == 2
+            assert client.predict(f"{first}", api_name="/compare_eval_runs").count("<tr>") == 3
+            update = client.predict(ids, "jsonl", api_name="/export_eval_runs")
+            path = update["value"] if isinstance(update, dict) else update  # a visibility update
+            assert len(open(path).read().splitlines()) == 4
+            with pytest.raises(Exception, match="needs a value"):
+                client.predict("bad", "q", "contains", 1, 0, 32, api_name="/save_eval_suite")
+    finally:
+        wb.close()

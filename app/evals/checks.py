@@ -114,3 +114,15 @@ def apply_all(checks: list[dict[str, Any]], question: str, answer: str,
     """Every check on one answer; it passes when all do (an answer with no checks passes)."""
     results = [apply(c, question, answer, grade) for c in checks]
     return all(r["passed"] for r in results), results
+
+
+def parse_checks(text: str) -> list[dict[str, Any]]:
+    """Checks written one a line as ``type: value`` (``valid_json`` alone), e.g.
+    ``contains: Paris`` or ``rubric: the answer is polite``; blank lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        kind, _, value = line.partition(":")
+        out.append(validate({"type": kind.strip().lower(), "value": value.strip() or None}))
+    return out

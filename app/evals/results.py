@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.errors import InvalidInput
@@ -71,3 +72,13 @@ def export(wb: Workbench, run_ids: list[int], fmt: str) -> str:
         w.writerow([row["prompt"], *[v for cell in row["cells"] for v in
                                      ((cell["answer"], cell["passed"]) if cell else ("", ""))]])
     return out.getvalue()
+
+
+def export_file(wb: Workbench, run_ids: list[int], fmt: str) -> Path:
+    """The export written under the storage folder (for a download button)."""
+    text = export(wb, run_ids, fmt)
+    folder = wb.settings.jobs_dir / "eval-exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"eval-runs-{'-'.join(str(i) for i in dict.fromkeys(run_ids))}.{fmt}"
+    path.write_text(text, encoding="utf-8")
+    return path
