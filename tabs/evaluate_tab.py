@@ -82,10 +82,12 @@ def build(wb: Workbench) -> gr.Tab:
             suite_status = gr.Markdown()
         with gr.Accordion("2 · Run it", open=True, elem_id="eval-run-section"):
             with gr.Row():
-                suite = gr.Dropdown(suite_choices(wb), label="Suite")
-                model_a = gr.Dropdown(model_choices(wb), label="Model")
-                model_b = gr.Dropdown(model_choices(wb), label="Second model (optional)")
-                judge = gr.Dropdown(model_choices(wb), label="Judge model (rubric checks, pairwise)")
+                suite = gr.Dropdown(suite_choices(wb), label="Suite", elem_id="eval-suite")
+                model_a = gr.Dropdown(model_choices(wb), label="Model", elem_id="eval-model-a")
+                model_b = gr.Dropdown(model_choices(wb), label="Second model (optional)",
+                                      elem_id="eval-model-b")
+                judge = gr.Dropdown(model_choices(wb), label="Judge model (rubric checks, pairwise)",
+                                    elem_id="eval-judge")
             pairwise = gr.Checkbox(label="Also judge the second model against the first, in both orders "
                                          "(win rate: ties count half)")
             start = gr.Button("Run suite", variant="primary")
@@ -140,7 +142,12 @@ def build(wb: Workbench) -> gr.Tab:
                     api_name="run_eval_suite")
         compare.click(on_compare, run_ids, matrix, api_name="compare_eval_runs")
         export.click(on_export, [run_ids, fmt], file, api_name="export_eval_runs")
-        for picker in (model_a, model_b, judge):
-            picker.focus(lambda: gr.update(choices=model_choices(wb)), None, picker, show_api=False)
-        suite.focus(lambda: gr.update(choices=suite_choices(wb)), None, suite, show_api=False)
+
+        def refresh():
+            """Models and suites made elsewhere since the page loaded (on opening the tab, not on
+            each picker's focus: a list re-rendered under the pointer loses the click)."""
+            models = gr.update(choices=model_choices(wb))
+            return gr.update(choices=suite_choices(wb)), models, models, models
+
+        tab.select(refresh, None, [suite, model_a, model_b, judge], show_api=False)
     return tab
