@@ -12,10 +12,11 @@ import time
 import pytest
 from sqlmodel import select
 
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import EvalResult, ModelVersion
 from app.evals import checks, results, runs, stats, suites
 from app.evals.suites import Sampling, SuiteRequest
+from app.models import registry
 from tests.test_judge import first_wins, longer_wins
 
 
@@ -291,6 +292,12 @@ def test_eval_api(tmp_path, stub):
             jsonl = c.get("/api/evals/export", params={"run_ids": ids, "format": "jsonl"})
             assert len(jsonl.text.splitlines()) == 4
             assert c.get("/api/evals/compare", params={"run_ids": [ids[0], 999]}).status_code == 404
+            # A model with eval runs is kept until they are deleted.
+            with pytest.raises(Conflict, match="eval runs"):
+                registry.delete_model(wb, alpha.id)
+            assert c.delete(f"/api/evals/runs/{ids[0]}").status_code == 204
+            assert c.get(f"/api/evals/runs/{ids[0]}").status_code == 404
+            registry.delete_model(wb, alpha.id)
     finally:
         wb.close()
 

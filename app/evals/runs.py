@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from app.arena.judge import JUDGE_GEN, judge_pair
-from app.core.errors import InvalidInput, NotFound
-from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import EvalResult, EvalRun, EvalSuite, Job, ModelVersion
 from app.evals import checks as checks_mod
 from app.evals.stats import rate, win_rate
@@ -172,6 +172,20 @@ def cancel_run(wb: Workbench, run_id: int) -> EvalRun:
     run = get_run(wb, run_id)
     wb.jobs.cancel(run.job_id)
     return run
+
+
+def delete_run(wb: Workbench, run_id: int) -> None:
+    """Forget an ended run and its answers (its job's record stays in the jobs list)."""
+    run = get_run(wb, run_id)
+    with wb.write_lock, wb.session() as s:
+        job = s.get(Job, run.job_id) if run.job_id else None
+        if job is not None and job.status in ACTIVE:
+            raise Conflict(f"eval run {run_id} is {job.status}; cancel it first")
+        for r in s.exec(select(EvalResult).where(EvalResult.run_id == run_id)):
+            s.delete(r)
+        s.flush()
+        s.delete(s.get(EvalRun, run_id))
+        s.commit()
 
 
 def list_runs(wb: Workbench, suite_id: int | None = None, model_id: int | None = None,

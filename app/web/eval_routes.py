@@ -92,6 +92,10 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     def get_run(run_id: int):
         return runs.run_json(wb, runs.get_run(wb, run_id))
 
+    @r.delete("/runs/{run_id}", status_code=204)
+    def delete_run(run_id: int):
+        runs.delete_run(wb, run_id)
+
     @r.post("/runs/{run_id}/cancel")
     def cancel_run(run_id: int):
         return runs.run_json(wb, runs.cancel_run(wb, run_id))
