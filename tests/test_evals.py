@@ -200,6 +200,17 @@ def test_a_cancelled_run_stores_nothing(wb, stub, contenders):
     assert runs.get_run(wb, run.id).summary == {}
 
 
+def test_a_run_whose_model_fails_part_way_stores_nothing(wb, stub, contenders):
+    alpha, *_ = contenders
+    stub.models["alpha:1b"].brain = lambda m, p: 1 / 0 if "second" in p else "fine"
+    suite = suites.save_suite(wb, SuiteRequest("breaks", ["first", "second", "third"]))
+    run = runs.start_eval(wb, suite.id, alpha.id)
+    job = wb.jobs.wait(run.job_id, 60)
+    assert job.status == "failed" and "Ollama" in job.error, job.error
+    assert runs.run_results(wb, run.id) == [] and runs.get_run(wb, run.id).summary == {}
+    assert runs.run_json(wb, runs.get_run(wb, run.id))["status"] == "failed"
+
+
 def test_starter_eval_job_stores_answers_pass_rates_compare_and_export(wb, starter):
     suite = suites.save_suite(wb, SuiteRequest(
         "starter", ["Say hello.", "Count up by one.\n\n15"],

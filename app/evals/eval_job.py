@@ -1,8 +1,9 @@
 """The eval job's process: ``python -m app.evals.eval_job PLAN_JSON``.
 
 Answers every suite prompt with its own engines (no database access) and applies the
-checks, rewriting result.json after each prompt; the job's finish step
-(``runs.finish_eval``) stores the records only if the whole run succeeded.
+checks, reporting progress after each prompt; result.json is written once, at the end: the
+job's finish step (``runs.finish_eval``) stores the records only if the whole run succeeded,
+so a partial file would serve nobody.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ def main(argv: list[str]) -> int:
     try:
         for i, item in enumerate(suite["prompts"]):
             records += eval_prompt(cache, models, i, item, suite["checks"], suite["sampling"])
-            _write(result_path, {"records": records})
             if progress:
                 report(progress, i + 1, total, started, status=f"answered {i + 1} of {total} prompts")
     finally:
         cache.close()
+    _write(result_path, {"records": records})
     return 0
 
 
