@@ -10,7 +10,7 @@ import gradio as gr
 from app.core.workbench import Workbench
 from app.evals import checks, results, runs, suites
 from app.evals.suites import Sampling, SuiteRequest
-from tabs.common import follow_job, model_choices, progress_html, user_errors
+from tabs.common import dataset_choices, follow_job, model_choices, progress_html, user_errors
 
 CHECK_HELP = ("One check a line, applied to every prompt: `contains: text`, `not_contains: text`, "
               "`regex: pattern`, `equals: text`, `valid_json`, `max_length: 200` (characters), "
@@ -76,6 +76,8 @@ def build(wb: Workbench) -> gr.Tab:
                 max_tokens = gr.Number(label="Max new tokens", value=128, precision=0, minimum=1)
             prompts = gr.Textbox(label="Prompts (one a line, or blocks separated by a line with ---)",
                                  lines=6)
+            dataset = gr.Dropdown(dataset_choices(wb),
+                                  label="And/or the prompts of a dataset (optional)")
             check_text = gr.Textbox(label="Checks", lines=3, placeholder="contains: hello\nmax_length: 200")
             gr.Markdown(CHECK_HELP)
             save = gr.Button("Save suite (an existing name gets a new version)")
@@ -102,10 +104,11 @@ def build(wb: Workbench) -> gr.Tab:
             matrix = gr.HTML(elem_id="eval-matrix")
 
         @user_errors
-        def on_save(nm, text, check_lines, n, temp, tokens):
+        def on_save(nm, text, check_lines, n, temp, tokens, dataset_id):
             req = SuiteRequest((nm or "").strip(), suites.parse_prompts(text or ""),
                                checks.parse_checks(check_lines or ""),
-                               Sampling(int(n or 1), float(temp or 0), int(tokens or 128)))
+                               Sampling(int(n or 1), float(temp or 0), int(tokens or 128)),
+                               int(dataset_id) if dataset_id is not None else None)
             saved = suites.save_suite(wb, req)
             return (f"Saved **{saved.name} v{saved.version}**: {len(saved.prompts)} prompts, "
                     f"{len(saved.checks)} checks.", gr.update(choices=suite_choices(wb), value=saved.id))
@@ -136,7 +139,7 @@ def build(wb: Workbench) -> gr.Tab:
         def on_export(text, f):
             return gr.update(value=str(results.export_file(wb, _ids(text), f)), visible=True)
 
-        save.click(on_save, [name, prompts, check_text, samples, temperature, max_tokens],
+        save.click(on_save, [name, prompts, check_text, samples, temperature, max_tokens, dataset],
                    [suite_status, suite], api_name="save_eval_suite")
         start.click(on_run, [suite, model_a, model_b, judge, pairwise], [progress, run_ids, matrix],
                     api_name="run_eval_suite")
@@ -147,7 +150,8 @@ def build(wb: Workbench) -> gr.Tab:
             """Models and suites made elsewhere since the page loaded (on opening the tab, not on
             each picker's focus: a list re-rendered under the pointer loses the click)."""
             models = gr.update(choices=model_choices(wb))
-            return gr.update(choices=suite_choices(wb)), models, models, models
+            return (gr.update(choices=suite_choices(wb)), models, models, models,
+                    gr.update(choices=dataset_choices(wb)))
 
-        tab.select(refresh, None, [suite, model_a, model_b, judge], show_api=False)
+        tab.select(refresh, None, [suite, model_a, model_b, judge, dataset], show_api=False)
     return tab

@@ -318,18 +318,22 @@ def test_evaluate_tab_through_its_api_endpoints(tmp_path, stub):
 
     import launch
     from app.core.settings import Settings
-    from tests.conftest import ServerThread, home_with_served
+    from app.data import datasets
+    from tests.conftest import ROOT, ServerThread, home_with_served, make_workbench
 
     home = tmp_path / "home"
     alpha, beta, gamma = home_with_served(home, stub, ("alpha:1b", "beta:1b", "gamma:1b"))
     stub.models["beta:1b"].brain = lambda m, p: "a longer and more detailed answer about " + p
     stub.models["gamma:1b"].brain = longer_wins
+    setup = make_workbench(home)  # the pickers list what exists when the page is built
+    ds = datasets.register_file(setup, ROOT / "data/samples/sft_starter.jsonl", "sft", "sft")
+    setup.close()
     server, _, wb = launch.build_server(Settings(home=home))
     try:
         with ServerThread(server) as srv:
             client = Client(srv.url, verbose=False)
             note, _ = client.predict("tab", "name a colour\nwhat is rain", "contains: answer\nmax_length: 30",
-                                     1, 0, 32, api_name="/save_eval_suite")
+                                     1, 0, 32, None, api_name="/save_eval_suite")
             assert note == "Saved **tab v1**: 2 prompts, 2 checks."
             (suite,) = suites.list_suites(wb)
             progress, ids, table = client.predict(suite.id, alpha.id, beta.id, gamma.id, True,
@@ -345,6 +349,30 @@ def test_evaluate_tab_through_its_api_endpoints(tmp_path, stub):
             path = update["value"] if isinstance(update, dict) else update  # a visibility update
             assert len(open(path).read().splitlines()) == 4
             with pytest.raises(Exception, match="needs a value"):
-                client.predict("bad", "q", "contains", 1, 0, 32, api_name="/save_eval_suite")
+                client.predict("bad", "q", "contains", 1, 0, 32, None, api_name="/save_eval_suite")
+            note, _ = client.predict("from data", "", "", 1, 0, 32, ds.id, api_name="/save_eval_suite")
+            assert note == f"Saved **from data v1**: {ds.num_rows} prompts, 0 checks."
     finally:
         wb.close()
+
+
+def test_an_existing_database_gains_the_eval_tables_without_a_migration(tmp_path):
+    """New tables need no schema step: create_all adds them when an older database opens."""
+    from sqlalchemy import inspect, text
+
+    from app.core import db
+    from tests.conftest import make_workbench
+
+    home = tmp_path / "home"
+    bench = make_workbench(home)
+    with bench.engine.begin() as conn:
+        for table in ("eval_results", "eval_runs", "eval_suites"):
+            conn.execute(text(f"DROP TABLE {table}"))
+    bench.close()
+    bench = make_workbench(home)
+    try:
+        assert {"eval_suites", "eval_runs", "eval_results"} <= set(inspect(bench.engine).get_table_names())
+        assert bench.schema_version == db.SCHEMA_VERSION
+        assert suites.save_suite(bench, SuiteRequest("after upgrade", ["hi"])).version == 1
+    finally:
+        bench.close()
