@@ -117,6 +117,8 @@ def build(wb: Workbench) -> gr.Tab:
         def on_run(suite_id, a, b, judge_id, pair):
             if suite_id is None or a is None:
                 raise gr.Error("choose a suite and a model first")
+            if pair and (b is None or judge_id is None):  # refused before the first run starts
+                raise gr.Error("judging pairwise needs a second model and a judge model")
             judge_id = int(judge_id) if judge_id is not None else None
             started = [runs.start_eval(wb, int(suite_id), int(a), judge_model_id=judge_id)]
             if b is not None:
