@@ -71,6 +71,7 @@ def build_server(settings: Settings):
     from app.web.auth import api_auth, api_user
     from app.web.deploy_routes import deploy_router
     from app.web.errors import install_api_fallback, install_error_handlers
+    from app.web.eval_routes import eval_router
     from app.web.hub_routes import hub_router
     from app.web.job_routes import jobs_router
     from app.web.model_routes import models_router
@@ -92,7 +93,7 @@ def build_server(settings: Settings):
     routers = (training_router(wb, login), arena_router(wb, api_user, login), jobs_router(wb, login),
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
                quality_router(wb, login), annotation_router(wb, api_user, login),
-               selfinstruct_router(wb, login), votes_router(wb, login))
+               selfinstruct_router(wb, login), votes_router(wb, login), eval_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.

@@ -12,7 +12,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
     from app.arena import preference_export
     from app.train import training
     from app.train.schedule import with_schedule
-    from tabs import arena_tab, data_tab, jobs_panel, registry_tab, train_tab
+    from tabs import arena_tab, data_tab, evaluate_tab, jobs_panel, registry_tab, train_tab
     from tabs.common import user_errors
 
     with gr.Blocks(title="Forgeloop", head=arena_tab.SHORTCUTS_JS) as demo:
@@ -38,6 +38,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
 
             arena_tab.build(wb, wire_train)
             registry_tab.build(wb)
+            evaluate_tab.build(wb)
         jobs_panel.build(wb)
     return demo
 

@@ -515,3 +515,67 @@ def test_generate_with_self_instruct_and_label_pairs_in_the_data_tab(page, data_
     page.get_by_role("button", name="Next pair").click()
     expect(page.get_by_text("No judged pair is waiting for a label.")).to_be_visible()
     assert annotation.agreement(wb)["labelled"] == 3
+
+
+@pytest.fixture
+def eval_server(tmp_path):
+    """Two stand-in models to evaluate (alpha answers short, beta long) and a judge that
+    prefers the longer answer."""
+    import launch
+    from tests.conftest import neutral_brain, register_served
+    from tests.ollama_stub import OllamaStub
+    from tests.test_judge import longer_wins
+
+    home = tmp_path / "home"
+    with OllamaStub(models=["alpha:1b", "beta:1b", "gamma:1b"], brain=neutral_brain) as stub:
+        stub.models["beta:1b"].brain = lambda m, p: "a longer and more detailed answer about " + p
+        stub.models["gamma:1b"].brain = longer_wins
+        wb = make_workbench(home)
+        register_served(wb, stub)
+        wb.close()
+        app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+        try:
+            with ServerThread(app) as srv:
+                yield srv, wb
+        finally:
+            wb.close()
+
+
+def test_run_a_suite_on_two_models_in_the_evaluate_tab(page, eval_server, tmp_path):
+    from playwright.sync_api import expect
+
+    from app.evals import runs
+
+    srv, wb = eval_server
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Evaluate").click()
+    suite = page.locator("#eval-suite-section")
+    suite.get_by_label("Suite name").fill("smoke")
+    suite.get_by_label("Prompts (one a line").fill("name a colour\nwhat is rain\nwhy do owls hoot")
+    suite.get_by_label("Checks").fill("contains: answer\nmax_length: 40")
+    suite.get_by_role("button", name="Save suite").click()
+    expect(page.get_by_text("Saved smoke v1: 3 prompts, 2 checks.")).to_be_visible()
+
+    run = page.locator("#eval-run-section")
+    for picker, option in (("#eval-suite", "smoke v1 · 3 prompts"), ("#eval-model-a", "alpha (ollama)"),
+                           ("#eval-model-b", "beta (ollama)"), ("#eval-judge", "gamma (ollama)")):
+        page.locator(picker).get_by_role("listbox").click()
+        page.locator(picker).get_by_role("option", name=option).click()
+    run.get_by_label("Also judge the second model against the first").check()
+    run.get_by_role("button", name="Run suite").click()
+
+    matrix = page.locator("#eval-matrix table")
+    expect(matrix).to_be_visible(timeout=60_000)
+    # alpha's short echoes pass both checks; beta's long answers break max_length.
+    expect(matrix.locator("td[data-state='pass']")).to_have_count(3)
+    expect(matrix.locator("td[data-state='fail']")).to_have_count(3)
+    expect(matrix).to_contain_text("win 100%")
+    first, second = runs.list_runs(wb)[::-1]
+    assert (first.mode, second.mode, second.baseline_id) == ("checks", "pairwise", first.model_id)
+    assert page.get_by_label("Run ids (columns, in order)").input_value() == f"{first.id}, {second.id}"
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "evaluate.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    page.get_by_role("button", name="Export", exact=True).click()
+    expect(page.locator(f"a[href$='eval-runs-{first.id}-{second.id}.csv']")).to_be_visible()

@@ -41,6 +41,9 @@ API_PATHS |= {"/api/datasets/selfinstruct", "/api/datasets/selfinstruct/{job_id}
               "/api/datasets/selfinstruct/{job_id}"}
 API_PATHS |= {"/api/datasets/{dataset_id}/quality/jobs", "/api/datasets/{dataset_id}/clean/jobs",
               "/api/datasets/{dataset_id}/quality/latest", "/api/quality/jobs/{job_id}"}
+API_PATHS |= {"/api/evals/suites", "/api/evals/suites/{suite_id}", "/api/evals/suites/{suite_id}/versions",
+              "/api/evals/runs", "/api/evals/runs/{run_id}", "/api/evals/runs/{run_id}/cancel",
+              "/api/evals/runs/{run_id}/results", "/api/evals/compare", "/api/evals/export"}
 
 
 @pytest.fixture(scope="module")

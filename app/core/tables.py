@@ -228,3 +228,60 @@ class PairLabel(SQLModel, table=True):
     # Judge: both prompts, both raw replies and verdicts, consistent. Human: the shown order.
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalSuite(SQLModel, table=True):
+    """One version of a named eval suite. Editing makes a new row (version + 1), so a run
+    keeps pointing at exactly the prompts and checks it ran."""
+
+    __tablename__ = "eval_suites"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    version: int = 1
+    # [{"prompt": str, "checks": [check, ...]}]: a check is {"type", "value"} (app/evals/checks.py).
+    prompts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    # Checks applied to every prompt, after its own.
+    checks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    # {"samples": n, "temperature": t, "max_new_tokens": m}; greedy, one sample by default.
+    sampling: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    source: str = "pasted"  # pasted | dataset:<id>
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalRun(SQLModel, table=True):
+    """A model version run on a suite version (mode ``checks``), and optionally judged against
+    a baseline in both orders (mode ``pairwise``). Its lifecycle is its job's; its answers are
+    EvalResult rows, written by the job's finish step all at once."""
+
+    __tablename__ = "eval_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    suite_id: int = Field(foreign_key="eval_suites.id", index=True)
+    model_id: int = Field(foreign_key="models.id", index=True)
+    mode: str = "checks"  # checks | pairwise
+    baseline_id: int | None = Field(default=None, foreign_key="models.id")
+    judge_model_id: int | None = Field(default=None, foreign_key="models.id")
+    job_id: int | None = Field(default=None, foreign_key="jobs.id")
+    # pass_rate (and win_rate in pairwise mode), each with its 95% interval; empty until done.
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalResult(SQLModel, table=True):
+    """One sample's answer to one suite prompt in a run, with every check's result."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (UniqueConstraint("run_id", "prompt_index", "sample"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="eval_runs.id", index=True)
+    prompt_index: int
+    sample: int = 0
+    prompt: str = ""
+    answer: str = ""
+    passed: bool = False
+    checks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    # Pairwise: the baseline's answer and the judge's verdict (a = candidate, b = baseline).
+    baseline_answer: str | None = None
+    choice: str | None = None
+    consistent: bool | None = None
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

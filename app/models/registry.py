@@ -327,7 +327,7 @@ def delete_model(wb: Workbench, model_id: int) -> None:
     jobs reading it), then remove the files it owns: its folder and GGUF files under
     storage/models, unless another version still points at them. Files go only once the row
     is gone, so a refused or failed delete leaves everything in place."""
-    from app.core.tables import Battle
+    from app.core.tables import Battle, EvalRun
 
     with wb.session() as s:
         mv = s.get(ModelVersion, model_id)
@@ -340,6 +340,9 @@ def delete_model(wb: Workbench, model_id: int) -> None:
         if s.exec(select(Battle).where((Battle.model_a_id == model_id) | (Battle.model_b_id == model_id))
                   ).first():
             raise Conflict(f"{mv.name!r} has arena battles; take it out of the arena instead")
+        if s.exec(select(EvalRun).where((EvalRun.model_id == model_id) | (EvalRun.baseline_id == model_id)
+                                        | (EvalRun.judge_model_id == model_id))).first():
+            raise Conflict(f"{mv.name!r} has eval runs (as the model, baseline or judge); delete them first")
         deployed = s.exec(select(Deployment).where(Deployment.model_id == model_id)).all()
         for d in deployed:  # a Hub copy lives on without this version; an Ollama model needs it
             if d.target != "hub" and d.status not in ENDED_DEPLOYMENTS:

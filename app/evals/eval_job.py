@@ -1,0 +1,56 @@
+"""The eval job's process: ``python -m app.evals.eval_job PLAN_JSON``.
+
+Answers every suite prompt with its own engines (no database access) and applies the
+checks, reporting progress after each prompt; result.json is written once, at the end: the
+job's finish step (``runs.finish_eval``) stores the records only if the whole run succeeded,
+so a partial file would serve nobody.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from app.core.jobs import PROGRESS_ENV, RESULT_ENV
+from app.core.progress_log import report
+from app.core.tables import ModelVersion
+from app.evals.runs import KEYS_ENV, eval_prompt
+from app.inference.chat_engines import ChatCache
+
+
+def _write(path: str | None, data: dict) -> None:
+    if path:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: the finish step never reads half a file
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(Path(argv[0]).read_text())
+    keys = json.loads(os.environ.get(KEYS_ENV) or "{}")
+    models = {}
+    for role, fields in plan["models"].items():
+        mv = ModelVersion(**fields)
+        if role in keys:
+            mv.meta = {**(mv.meta or {}), "api_key": keys[role]}
+        models[role] = mv
+    suite = plan["suite"]
+    progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
+    cache, records, started = ChatCache(capacity=3), [], time.monotonic()
+    total = len(suite["prompts"])
+    try:
+        for i, item in enumerate(suite["prompts"]):
+            records += eval_prompt(cache, models, i, item, suite["checks"], suite["sampling"])
+            if progress:
+                report(progress, i + 1, total, started, status=f"answered {i + 1} of {total} prompts")
+    finally:
+        cache.close()
+    _write(result_path, {"records": records})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
