@@ -507,5 +507,5 @@ def test_generate_with_self_instruct_and_label_pairs_in_the_data_tab(page, data_
         labelled.add(pair)
     assert len(labelled) == 3
     page.get_by_role("button", name="Next pair").click()
-    expect(page.get_by_text("No judged pair is waiting for a label.")).to_be_visible()
+    expect(page.get_by_text("No pair is waiting for a label.")).to_be_visible()
     assert annotation.agreement(wb)["labelled"] == 3
