@@ -78,7 +78,7 @@ def build(wb: Workbench) -> None:
         next_btn = gr.Button("Next pair", elem_id="annotation-next")
         label_btn = gr.Button("Save label", variant="primary", elem_id="annotation-save")
         agree_btn = gr.Button("Judge/human agreement")
-    annotate_status = gr.Markdown()
+    annotate_status = gr.Markdown(elem_id="annotation-status")
 
     @user_errors
     def on_judge(a, b, j, ta, tb, n, text, ds):
@@ -124,9 +124,10 @@ def build(wb: Workbench) -> None:
 
     start.click(on_judge, [model_a, model_b, judge_model, temp_a, temp_b, max_tokens, prompts, dataset],
                 [judge_status, judge_progress], api_name="judge_pairs")
-    next_btn.click(on_next, None, [battle_id, question, answer_a, answer_b, annotate_status],
-                   api_name="annotation_next").then(
-        lambda: None, None, choice, show_api=False)  # a new pair starts unlabelled
+    # A new pair starts unlabelled: the label is cleared before the pair shows, so a key
+    # pressed once it is on screen is never undone.
+    next_btn.click(lambda: None, None, choice, show_api=False).then(
+        on_next, None, [battle_id, question, answer_a, answer_b, annotate_status], api_name="annotation_next")
     label_btn.click(on_label, [battle_id, choice], annotate_status, api_name="annotation_label")
     agree_btn.click(on_agreement, None, annotate_status, api_name="annotation_agreement")
     # Models and datasets registered since the page loaded.
