@@ -214,7 +214,8 @@ class VoterInvite(SQLModel, table=True):
 
 class PairLabel(SQLModel, table=True):
     """A label on a queued pair (a battle of mode ``judge``, or ``pair`` when no judge saw it):
-    the LLM judge's or a person's from the annotation queue. ``vote_id`` is the Vote that carries it into DPO snapshots."""
+    the LLM judge's or a person's from the annotation queue. ``vote_id`` is the Vote that
+    carries it into DPO snapshots."""
 
     __tablename__ = "pair_labels"
     __table_args__ = (UniqueConstraint("battle_id", "source", "labeler"),)
