@@ -12,10 +12,11 @@ def build_ui(wb: Workbench) -> gr.Blocks:
     from app.arena import preference_export
     from app.train import training
     from app.train.schedule import with_schedule
-    from tabs import arena_tab, data_tab, evaluate_tab, jobs_panel, registry_tab, train_tab
-    from tabs.common import user_errors
+    from tabs import arena_tab, data_annotate, data_tab, evaluate_tab, jobs_panel, registry_tab, train_tab
+    from tabs.common import shortcuts_script, user_errors
 
-    with gr.Blocks(title="Forgeloop", head=arena_tab.SHORTCUTS_JS) as demo:
+    head = shortcuts_script(arena_tab.SHORTCUT_VIEW, data_annotate.SHORTCUT_VIEW)
+    with gr.Blocks(title="Forgeloop", head=head) as demo:
         gr.Markdown("# Forgeloop\nData → Train → Arena → Registry, and round again.")
         with gr.Tabs() as tabs:
             data_tab.build(wb)

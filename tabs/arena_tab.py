@@ -14,21 +14,11 @@ from app.arena.leaderboard import describe_exclusions, leaderboard_cache
 from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
-from tabs.common import model_choices, user_errors
+from tabs.common import SHORTCUT_HELP, model_choices, shortcuts_script, user_errors
 
-# Keys 1-4 vote, N starts a new battle, unless the user is typing.
-SHORTCUTS_JS = """
-<script>
-document.addEventListener('keydown', (e) => {
-  const t = e.target;
-  if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.isContentEditable)) return;
-  const ids = {'1': 'vote-a', '2': 'vote-b', '3': 'vote-tie', '4': 'vote-both_bad', 'n': 'new-battle'};
-  const id = ids[e.key.toLowerCase()];
-  const el = id && document.getElementById(id);
-  if (el && !el.disabled) { el.click(); e.preventDefault(); }
-});
-</script>
-"""
+# The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
+SHORTCUT_VIEW = {**{c: [f"#vote-{c}"] for c in ("a", "b", "tie", "both_bad")}, "next": ["#new-battle"]}
+SHORTCUTS_JS = shortcuts_script(SHORTCUT_VIEW)
 VOTE_LABELS = {"a": "👈 A is better", "b": "👉 B is better", "tie": "🤝 Tie", "both_bad": "👎 Both are bad"}
 
 
@@ -93,8 +83,7 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
         new = gr.Button("🆕 New battle", elem_id="new-battle")
     edit = gr.Textbox(label="Both were bad: write the answer you wanted, then send your next message",
                       visible=False)
-    status = gr.Markdown("Keys: **1** A better · **2** B better · **3** tie · **4** both bad · "
-                         "**N** new battle")
+    status = gr.Markdown(SHORTCUT_HELP.format(next="new battle"))
 
     def votes_off():
         return [gr.update(interactive=False)] * (len(buttons) + 1)

@@ -1,9 +1,10 @@
-"""Small helpers shared by the tabs: choices for dropdowns and error display."""
+"""Small helpers shared by the tabs: choices for dropdowns, error display, the A/B keys."""
 
 from __future__ import annotations
 
 import html
 import inspect
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -15,6 +16,47 @@ from app.core.jobs import FINISHED
 from app.core.workbench import Workbench
 from app.data.datasets import list_datasets
 from app.models.registry import is_archived, list_models
+
+# The arena's keys, shared by every blind A/B view (arena battles, the annotation queue):
+# 1-4 choose A, B, tie, both bad; N moves on to the next battle or pair.
+SHORTCUT_KEYS = {"1": "a", "2": "b", "3": "tie", "4": "both_bad", "n": "next"}
+SHORTCUT_HELP = "Keys: **1** A better · **2** B better · **3** tie · **4** both bad · **N** {next}"
+
+_SHORTCUTS_TEMPLATE = """
+<script>
+(() => {
+  const keys = %s;
+  const views = %s;
+  const usable = (el) => el && !el.disabled && el.getClientRects().length > 0;
+  const typing = (t) => t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
+    (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button', 'submit'].includes(t.type)));
+  document.addEventListener('keydown', (e) => {
+    if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+    const action = keys[e.key.toLowerCase()];
+    for (const view of (action ? views : [])) {
+      const steps = view[action] || [];
+      const first = steps.length ? document.querySelector(steps[0]) : null;
+      if (!usable(first)) continue;  // a view on another tab, or not ready for this key
+      first.click();
+      steps.slice(1).forEach((sel, i) => setTimeout(() => {
+        const el = document.querySelector(sel);
+        if (usable(el)) el.click();
+      }, 150 * (i + 1)));
+      e.preventDefault();
+      return;
+    }
+  });
+})();
+</script>
+"""
+
+
+def shortcuts_script(*views: dict[str, list[str]]) -> str:
+    """A page-head script binding SHORTCUT_KEYS. Each view maps an action (a value of
+    SHORTCUT_KEYS) to CSS selectors to click: the first at once, the rest a moment later, once
+    the UI has taken in the first (a radio choice before its Save button). A key acts on the
+    first view whose first element is on screen and enabled, never while the user types."""
+    return _SHORTCUTS_TEMPLATE % (json.dumps(SHORTCUT_KEYS), json.dumps(list(views)))
 
 
 def model_choices(wb: Workbench, include_archived: bool = False) -> list[tuple[str, int]]:

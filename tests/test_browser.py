@@ -513,7 +513,7 @@ def test_generate_with_self_instruct_and_label_pairs_in_the_data_tab(page, data_
         labelled.add(pair)
     assert len(labelled) == 3
     page.get_by_role("button", name="Next pair").click()
-    expect(page.get_by_text("No judged pair is waiting for a label.")).to_be_visible()
+    expect(page.get_by_text("No pair is waiting for a label.")).to_be_visible()
     assert annotation.agreement(wb)["labelled"] == 3
 
 
@@ -534,6 +534,29 @@ def eval_server(tmp_path):
         register_served(wb, stub)
         wb.close()
         app, _, wb = launch.build_server(Settings(home=home, job_env={"HF_HUB_OFFLINE": "1"}))
+        try:
+            with ServerThread(app) as srv:
+                yield srv, wb
+        finally:
+            wb.close()
+
+
+@pytest.fixture
+def pairs_server(tmp_path):
+    """Two pairs sampled without a judge, waiting in the annotation queue."""
+    import launch
+    from app.arena import judge
+    from tests.conftest import neutral_brain, register_served
+    from tests.ollama_stub import OllamaStub
+
+    home = tmp_path / "home"
+    with OllamaStub(models=["alpha:1b", "beta:1b"], brain=neutral_brain) as stub:
+        wb = make_workbench(home)
+        alpha, beta = register_served(wb, stub, ("alpha:1b", "beta:1b"))
+        assert len(judge.judge_prompts(wb, ["name a lake", "why is ice slippery"], alpha.id, beta.id,
+                                       None).battle_ids) == 2
+        wb.close()
+        app, _, wb = launch.build_server(Settings(home=home))
         try:
             with ServerThread(app) as srv:
                 yield srv, wb
@@ -579,3 +602,50 @@ def test_run_a_suite_on_two_models_in_the_evaluate_tab(page, eval_server, tmp_pa
 
     page.get_by_role("button", name="Export", exact=True).click()
     expect(page.locator(f"a[href$='eval-runs-{first.id}-{second.id}.csv']")).to_be_visible()
+
+
+def test_label_judgeless_pairs_with_the_arena_keys(page, pairs_server):
+    from playwright.sync_api import expect
+
+    from app.arena import annotation
+
+    srv, wb = pairs_server
+    page.goto(srv.url)
+    page.get_by_role("tab", name="Data").click()
+    pair_box = page.get_by_label("Pair", exact=True)
+    status = page.locator("#annotation-status")
+    page.keyboard.press("n")  # Next pair (the arena's hidden New battle button is passed over)
+    expect(status).to_contain_text("2 pairs waiting.")
+    first = int(pair_box.input_value())
+    page.keyboard.press("1")  # A is better: picked and saved
+    expect(status).to_contain_text(f"Saved your label on pair {first}.")
+
+    page.keyboard.press("N")
+    expect(status).to_contain_text("1 pairs waiting.")
+    second = int(pair_box.input_value())
+    assert second != first
+    # Typing in a text box is typing, not labelling.
+    prompts = page.get_by_label("Prompts (one a line)")
+    prompts.click()
+    page.keyboard.type("n3 4")
+    expect(prompts).to_have_value("n3 4")
+    page.wait_for_timeout(500)
+    expect(status).to_contain_text("1 pairs waiting.")
+    prompts.blur()
+    page.keyboard.press("2")  # B is better
+    expect(status).to_contain_text(f"Saved your label on pair {second}.")
+    expect(page.get_by_role("radio", name="B is better", exact=True)).to_be_checked()
+    page.keyboard.press("n")
+    expect(status).to_contain_text("No pair is waiting for a label.")
+
+    # The labels as shown, mapped back through each pair's blind order.
+    with wb.session() as s:
+        from sqlmodel import select
+
+        from app.core.tables import PairLabel
+        labels = {lb.battle_id: lb for lb in s.exec(select(PairLabel))}
+    assert set(labels) == {first, second}
+    for bid, shown in ((first, "a"), (second, "b")):
+        assert labels[bid].meta["shown_swapped"] == annotation.swapped(bid, labels[bid].labeler)
+        want = annotation.SWAP[shown] if labels[bid].meta["shown_swapped"] else shown
+        assert labels[bid].choice == want

@@ -66,7 +66,7 @@ def test_judged_pairs_feed_dpo_not_the_leaderboard(wb, stub, judged):
     summary = judge.judge_prompts(wb, ["name a colour", "what is rain", " "], alpha.id, beta.id, gamma.id)
     assert summary.as_dict() | {"battle_ids": []} == {
         "pairs": 2, "decisive": 2, "ties_dropped": 0, "consistent_ties": 0, "inconsistent": 0,
-        "unparsed": 0, "consistency_rate": 1.0, "battle_ids": []}
+        "unparsed": 0, "unjudged": 0, "consistency_rate": 1.0, "battle_ids": []}
     ds = preference_export.build_dpo_dataset(wb, "judged")
     rows = [json.loads(x) for x in open(ds.path)]
     assert [r["messages"][0]["content"] for r in rows] == ["name a colour", "what is rain"]

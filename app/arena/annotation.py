@@ -1,9 +1,10 @@
-"""The human annotation queue over judged pairs: blind, sides shuffled, one label a pair.
+"""The human annotation queue: blind, sides shuffled, one label a pair. It serves judged pairs
+(mode ``judge``) and pairs sampled without a judge (mode ``pair``), oldest first.
 
 A person's label is stored as a vote on a copy of the pair (a battle of mode ``annotation``),
 so it feeds DPO/KTO snapshots like any vote. Where the person overrules the judge, the judge's
 vote is flagged ``overruled`` and leaves the snapshots; where they agree, the snapshot's
-deduplication keeps one pair.
+deduplication keeps one pair. Judge/human agreement counts only pairs both labelled.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from app.arena.battles import CHOICES, quality_flags
+from app.arena.judge import JUDGE, PAIR_MODE
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Battle, BattleTurn, ModelVersion, PairLabel, Vote
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
 
+QUEUE_MODES = (JUDGE, PAIR_MODE)
 SWAP = {"a": "b", "b": "a", "tie": "tie", "both_bad": "both_bad"}
 
 
@@ -31,8 +34,8 @@ def swapped(battle_id: int, annotator: str) -> bool:
 
 def _judged(s, battle_id: int) -> tuple[Battle, BattleTurn]:
     battle = s.get(Battle, battle_id)
-    if battle is None or battle.mode != "judge":
-        raise NotFound(f"no judged pair with id {battle_id}")
+    if battle is None or battle.mode not in QUEUE_MODES:
+        raise NotFound(f"no pair to annotate with id {battle_id}")
     turn = s.exec(select(BattleTurn).where(BattleTurn.battle_id == battle_id, BattleTurn.turn == 0)).one()
     return battle, turn
 
@@ -42,11 +45,11 @@ def _human_labelled(s) -> set[int]:
 
 
 def next_pair(wb: Workbench, annotator: str) -> dict[str, Any]:
-    """The oldest judged pair no person has labelled, shown blind (answer_a is what this
+    """The oldest queued pair (judged or not) no person has labelled, shown blind (answer_a is what this
     person sees first); ``pair`` is None when the queue is empty."""
     with wb.session() as s:
         done = _human_labelled(s)
-        ids = [i for i in s.exec(select(Battle.id).where(Battle.mode == "judge").order_by(Battle.id))
+        ids = [i for i in s.exec(select(Battle.id).where(Battle.mode.in_(QUEUE_MODES)).order_by(Battle.id))
                if i not in done]
         if not ids:
             return {"pair": None, "remaining": 0}

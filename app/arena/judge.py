@@ -5,6 +5,9 @@ it twice with the answers swapped and keeping only verdicts that survive the swa
 bias. An inconsistent pair becomes a tie, which DPO snapshots leave out. Each judged pair is
 stored as a battle of mode ``judge`` with one turn and one vote, so the pairs feed the same
 DPO/KTO snapshots as arena votes (``preference_export``) and stay off the leaderboard.
+
+Without a judge the same job only samples the pairs: each becomes a battle of mode ``pair``
+with no vote, waiting in the human annotation queue (``annotation``) for people to label it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 MAX_JUDGE_PROMPTS = 50
 MAX_JOB_PROMPTS = 5000
 JUDGE = "judge"
+PAIR_MODE = "pair"  # a sampled pair no judge saw: people label it in the annotation queue
 KEYS_ENV = "FORGELOOP_JUDGE_KEYS"  # the models' API keys, JSON by role, for the job process
 VERDICTS = ("1", "2", "tie")
 JUDGE_GEN = GenSettings(temperature=0.0, max_new_tokens=256)
@@ -100,6 +104,7 @@ class JudgeSummary:
     consistent_ties: int = 0
     inconsistent: int = 0  # stored as ties, so left out of DPO
     unparsed: int = 0  # judge replies without a verdict (counted among the inconsistent)
+    unjudged: int = 0  # pairs sampled without a judge, left for people to label
     battle_ids: list[int] = field(default_factory=list)
 
     @property
@@ -108,13 +113,15 @@ class JudgeSummary:
 
     @property
     def consistency_rate(self) -> float | None:
-        """The share of pairs whose verdict survived swapping the answers."""
-        return (self.pairs - self.inconsistent) / self.pairs if self.pairs else None
+        """The share of judged pairs whose verdict survived swapping the answers."""
+        judged = self.pairs - self.unjudged
+        return (judged - self.inconsistent) / judged if judged else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"pairs": self.pairs, "decisive": self.decisive, "ties_dropped": self.ties_dropped,
                 "consistent_ties": self.consistent_ties, "inconsistent": self.inconsistent,
-                "unparsed": self.unparsed, "consistency_rate": self.consistency_rate,
+                "unparsed": self.unparsed, "unjudged": self.unjudged,
+                "consistency_rate": self.consistency_rate,
                 "battle_ids": self.battle_ids}
 
 
@@ -140,28 +147,36 @@ def judge_pair(cache: ChatCache, judge: ModelVersion, question: str, answer_a: s
                      "consistent": consistent}}
 
 
-def judge_item(cache: ChatCache, a: ModelVersion, b: ModelVersion, judge: ModelVersion, prompt: str,
-               gens: tuple[GenSettings, GenSettings]) -> dict[str, Any]:
-    """Sample both answers to ``prompt`` and judge them: one JSON-ready item."""
+def judge_item(cache: ChatCache, a: ModelVersion, b: ModelVersion, judge: ModelVersion | None,
+               prompt: str, gens: tuple[GenSettings, GenSettings]) -> dict[str, Any]:
+    """Sample both answers to ``prompt`` and judge them (no ``verdict`` without a judge):
+    one JSON-ready item."""
     answer_a, timing_a = _answer(cache, a, prompt, gens[0])
     answer_b, timing_b = _answer(cache, b, prompt, gens[1])
-    return {"prompt": prompt, "answers": [answer_a, answer_b], "timings": {"a": timing_a, "b": timing_b},
-            "verdict": judge_pair(cache, judge, prompt, answer_a, answer_b)}
+    item = {"prompt": prompt, "answers": [answer_a, answer_b], "timings": {"a": timing_a, "b": timing_b}}
+    if judge is not None:
+        item["verdict"] = judge_pair(cache, judge, prompt, answer_a, answer_b)
+    return item
 
 
-def store_item(s: Session, a: ModelVersion, b: ModelVersion, judge_name: str,
+def store_item(s: Session, a: ModelVersion, b: ModelVersion, judge_name: str | None,
                gens: tuple[dict, dict], item: dict[str, Any]) -> int:
-    """One judged pair in ``s`` (the caller commits): battle (mode judge) + turn + vote + the
-    judge's label."""
-    labeler, verdict = f"judge:{judge_name}", item["verdict"]
+    """One pair in ``s`` (the caller commits): battle + turn, and when judged (mode judge) the
+    judge's vote and label; unjudged (mode pair), no vote until a person labels it."""
+    verdict = item.get("verdict")
+    labeler = f"judge:{judge_name}" if verdict is not None else "annotation"
     turn = BattleTurn(battle_id=0, turn=0, messages=[{"role": "user", "content": item["prompt"]}],
                       answer_a=item["answers"][0], answer_b=item["answers"][1], timings=item["timings"],
                       gen_settings={"a": gens[0], "b": gens[1]})
     flags = quality_flags(turn, {"a": a.name, "b": b.name})
-    battle = Battle(model_a_id=a.id, model_b_id=b.id, mode="judge", voter=labeler, gen_settings=gens[0])
+    battle = Battle(model_a_id=a.id, model_b_id=b.id, mode=JUDGE if verdict is not None else PAIR_MODE,
+                    voter=labeler, gen_settings=gens[0])
     s.add(battle)
     s.flush()
     turn.battle_id = battle.id
+    if verdict is None:
+        s.add(turn)
+        return battle.id
     vote = Vote(battle_id=battle.id, turn=0, choice=verdict["choice"], voter=labeler, flags=flags)
     s.add_all([turn, vote])
     s.flush()
@@ -173,8 +188,10 @@ def store_item(s: Session, a: ModelVersion, b: ModelVersion, judge_name: str,
 def tally(items: list[dict[str, Any]], battle_ids: list[int]) -> JudgeSummary:
     summary = JudgeSummary(pairs=len(items), battle_ids=battle_ids)
     for item in items:
-        verdict = item["verdict"]
-        if not verdict["consistent"]:
+        verdict = item.get("verdict")
+        if verdict is None:
+            summary.unjudged += 1
+        elif not verdict["consistent"]:
             summary.inconsistent += 1
             if None in verdict["meta"]["verdicts"]:
                 summary.unparsed += 1
@@ -186,10 +203,12 @@ def tally(items: list[dict[str, Any]], battle_ids: list[int]) -> JudgeSummary:
 
 
 def check_request(wb: Workbench, prompts: list[str], model_a_id: int, model_b_id: int,
-                  judge_model_id: int, gen_a: GenSettings, gen_b: GenSettings,
+                  judge_model_id: int | None, gen_a: GenSettings, gen_b: GenSettings,
                   limit: int) -> tuple[list[str], list[ModelVersion]]:
-    """The cleaned prompts and the three models, or the reason they cannot be judged."""
-    models = [get_model(wb, i) for i in (model_a_id, model_b_id, judge_model_id)]  # 404s first
+    """The cleaned prompts and the models (the judge None without one), or the reason they
+    cannot be paired."""
+    models = [get_model(wb, i) for i in (model_a_id, model_b_id)]  # 404s first
+    models.append(None if judge_model_id is None else get_model(wb, judge_model_id))
     prompts = [p.strip() for p in prompts if p and p.strip()]
     if not prompts:
         raise InvalidInput("give at least one prompt")
@@ -205,12 +224,13 @@ def judge_prompts(
     prompts: list[str],
     model_a_id: int,
     model_b_id: int,
-    judge_model_id: int,
+    judge_model_id: int | None,
     gen_a: GenSettings | None = None,
     gen_b: GenSettings | None = None,
 ) -> JudgeSummary:
     """Answer each prompt with A and B (two models, or one model at two temperatures), judge
-    both orders, store every pair; in-process, so at most MAX_JUDGE_PROMPTS (more: the job)."""
+    both orders (unless ``judge_model_id`` is None: then people label them), store every pair;
+    in-process, so at most MAX_JUDGE_PROMPTS (more: the job)."""
     gen_a, gen_b = gen_a or GenSettings(), gen_b or GenSettings()
     prompts, (a, b, judge) = check_request(wb, prompts, model_a_id, model_b_id, judge_model_id,
                                            gen_a, gen_b, MAX_JUDGE_PROMPTS)
@@ -218,7 +238,7 @@ def judge_prompts(
     for prompt in prompts:
         item = judge_item(chat_cache(wb), a, b, judge, prompt, (gen_a, gen_b))
         with wb.write_lock, wb.session() as s:
-            ids.append(store_item(s, a, b, judge.name, (gen_a.as_dict(), gen_b.as_dict()), item))
+            ids.append(store_item(s, a, b, judge and judge.name, (gen_a.as_dict(), gen_b.as_dict()), item))
             s.commit()
         items.append(item)
     return tally(items, ids)
@@ -247,17 +267,20 @@ def start_judge_job(
     prompts: list[str],
     model_a_id: int,
     model_b_id: int,
-    judge_model_id: int,
+    judge_model_id: int | None,
     gen_a: GenSettings | None = None,
     gen_b: GenSettings | None = None,
 ) -> Job:
-    """Queue a job that answers and judges up to MAX_JOB_PROMPTS prompts; its finish step
-    stores the pairs and puts the summary in the job's result."""
+    """Queue a job that answers and judges up to MAX_JOB_PROMPTS prompts (without a judge, only
+    answers them, for the annotation queue); its finish step stores the pairs and puts the
+    summary in the job's result."""
     gen_a, gen_b = gen_a or GenSettings(), gen_b or GenSettings()
     prompts, models = check_request(wb, prompts, model_a_id, model_b_id, judge_model_id, gen_a, gen_b,
                                     MAX_JOB_PROMPTS)
     plan_models, keys = {}, {}
     for role, mv in zip(("a", "b", "judge"), models, strict=True):
+        if mv is None:
+            continue
         fields = mv.model_dump(mode="json")
         meta = dict(fields.get("meta") or {})
         if meta.get("api_key"):
@@ -271,8 +294,9 @@ def start_judge_job(
     spec = JobSpec(command=python_command("app.arena.judge_job", str(folder / "plan.json")),
                    cwd=folder, log_path=folder / "job.log", progress_path=folder / "progress.jsonl",
                    result_path=folder / "result.json",
-                   title=f"judge {len(prompts)} prompts: {a.name} vs {b.name} by {judge.name}",
-                   params={"model_a_id": a.id, "model_b_id": b.id, "judge": judge.name,
+                   title=(f"judge {len(prompts)} prompts: {a.name} vs {b.name} by {judge.name}" if judge
+                          else f"pair {len(prompts)} prompts: {a.name} vs {b.name} for people to label"),
+                   params={"model_a_id": a.id, "model_b_id": b.id, "judge": judge and judge.name,
                            "gens": plan["gens"], "prompts": len(prompts)},
                    secret_env={KEYS_ENV: json.dumps(keys)} if keys else {})
     return wb.jobs.submit(JUDGE, spec)

@@ -1,8 +1,8 @@
 """The judge job's process: ``python -m app.arena.judge_job PLAN_JSON``.
 
-Answers and judges each planned prompt with its own engines (no database access), rewriting
-result.json after every pair so a cancelled job still hands over the pairs it finished; the
-job's finish step stores them (``judge.finish_judge``).
+Answers and (when the plan names a judge) judges each planned prompt with its own engines (no
+database access), rewriting result.json after every pair so a cancelled job still hands over the
+pairs it finished; the job's finish step stores them (``judge.finish_judge``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ def main(argv: list[str]) -> int:
     progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
     cache, items, started = ChatCache(capacity=3), [], time.monotonic()
     prompts = plan["prompts"]
+    verb = "judged" if "judge" in models else "answered"
     try:
         for i, prompt in enumerate(prompts, 1):
-            items.append(judge_item(cache, models["a"], models["b"], models["judge"], prompt, gens))
+            items.append(judge_item(cache, models["a"], models["b"], models.get("judge"), prompt, gens))
             _write(result_path, {"items": items})
             if progress:
-                report(progress, i, len(prompts), started, status=f"judged {i} of {len(prompts)}")
+                report(progress, i, len(prompts), started, status=f"{verb} {i} of {len(prompts)}")
     finally:
         cache.close()
     return 0

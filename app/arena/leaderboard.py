@@ -27,7 +27,7 @@ PRIOR_VOTES = 1.0
 # Why a vote may be left out. Each left-out vote is counted once, under the first rule that
 # removes it: self-battles, then judged pairs, then named battles, then quality flags (the first kind in
 # FLAG_KINDS), then both-bad votes when those are dropped.
-JUDGED_MODES = ("judge", "annotation")
+JUDGED_MODES = ("judge", "pair", "annotation")
 FLAG_KINDS = ("error", "empty", "truncated", "identity")
 RULES = ("self_battle", "judged", "named", *(f"flagged:{k}" for k in FLAG_KINDS), "both_bad")
 RULE_TEXT = {"self_battle": "from self-battles (the same weights on both sides)",

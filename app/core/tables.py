@@ -139,7 +139,7 @@ class Battle(SQLModel, table=True):
     # Side A and side B as the voter saw them (already randomised).
     model_a_id: int = Field(foreign_key="models.id")
     model_b_id: int = Field(foreign_key="models.id")
-    mode: str = "named"  # named | anonymous
+    mode: str = "named"  # named | anonymous | judge | pair | annotation (the last three: offline pairs)
     voter: str = "local"
     gen_settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
@@ -213,8 +213,9 @@ class VoterInvite(SQLModel, table=True):
 
 
 class PairLabel(SQLModel, table=True):
-    """A label on a judged pair (a battle of mode ``judge``): the LLM judge's or a person's
-    from the annotation queue. ``vote_id`` is the Vote that carries it into DPO snapshots."""
+    """A label on a queued pair (a battle of mode ``judge``, or ``pair`` when no judge saw it):
+    the LLM judge's or a person's from the annotation queue. ``vote_id`` is the Vote that
+    carries it into DPO snapshots."""
 
     __tablename__ = "pair_labels"
     __table_args__ = (UniqueConstraint("battle_id", "source", "labeler"),)

@@ -1,5 +1,5 @@
-"""Judge and annotation REST routes: start an LLM-judge job, take the next pair from the
-human annotation queue, label it, read judge/human agreement."""
+"""Judge and annotation REST routes: start an LLM-judge job (or a judge-less pair job), take
+the next pair from the human annotation queue, label it, read judge/human agreement."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class JudgeBody(BaseModel):
     model_a_id: int
     model_b_id: int  # the same model as A: give two temperatures
-    judge_model_id: int
+    judge_model_id: int | None = None  # none: the pairs wait in the annotation queue for people
     prompts: list[str] = []
     dataset_id: int | None = None  # its prompts, after those given
     temperature_a: float = 0.7
