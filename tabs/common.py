@@ -119,3 +119,10 @@ def follow_job(wb: Workbench, job_id: int, every_s: float = 0.5) -> Iterator[dic
         if view["status"] in FINISHED:
             return
         time.sleep(every_s)
+
+
+def connection_line(result: dict) -> str:
+    """A connection test's answer (``app.inference.connection``) in one line."""
+    where = f" at {result['endpoint']}" if result.get("endpoint") else ""
+    reply = result["reply"] or "(an empty reply: reachable, but check the model's chat template)"
+    return f"✓ {result['model']}{where} answered in {result['seconds']:.2f} s: {reply[:120]}"

@@ -6,10 +6,12 @@ import gradio as gr
 
 from app.arena import annotation, judge
 from app.core.workbench import Workbench
+from app.inference.connection import check_connection
 from app.inference.generation import GenSettings
 from tabs.arena_tab import voter_id
 from tabs.common import (
     SHORTCUT_HELP,
+    connection_line,
     dataset_choices,
     follow_job,
     model_choices,
@@ -62,7 +64,9 @@ def build(wb: Workbench) -> None:
     with gr.Row():
         prompts = gr.Textbox(label="Prompts (one a line)", lines=4)
         dataset = gr.Dropdown(dataset_choices(wb), label="…and/or a dataset's prompts", value=None)
-    start = gr.Button("Judge", variant="primary")
+    with gr.Row():
+        start = gr.Button("Judge", variant="primary")
+        check = gr.Button("Test the judge's connection")
     judge_status = gr.Markdown()
     judge_progress = gr.HTML()
 
@@ -119,6 +123,12 @@ def build(wb: Workbench) -> None:
         return f"Saved your label on pair {out['battle_id']}.{note}"
 
     @user_errors
+    def on_check(judge_id):
+        if not judge_id:  # None, or "no judge"
+            raise gr.Error("choose a judge model first")
+        return connection_line(check_connection(wb, int(judge_id)))
+
+    @user_errors
     def on_agreement():
         return agreement_message(annotation.agreement(wb))
 
@@ -130,6 +140,7 @@ def build(wb: Workbench) -> None:
         on_next, None, [battle_id, question, answer_a, answer_b, annotate_status], api_name="annotation_next")
     label_btn.click(on_label, [battle_id, choice], annotate_status, api_name="annotation_label")
     agree_btn.click(on_agreement, None, annotate_status, api_name="annotation_agreement")
+    check.click(on_check, judge_model, judge_status, api_name="check_judge")
     # Models and datasets registered since the page loaded.
     for picker in (model_a, model_b):
         picker.focus(lambda: gr.update(choices=model_choices(wb)), None, picker, show_api=False)

@@ -17,7 +17,7 @@ from app.datagen.self_instruct_jobs import (
     start_selfinstruct,
 )
 from app.inference.connection import check_connection
-from tabs.common import FINISHED, model_choices, progress_html, user_errors
+from tabs.common import FINISHED, connection_line, model_choices, progress_html, user_errors
 
 MAX_SEED_UPLOAD = 5_000_000
 
@@ -33,12 +33,6 @@ def run_html(view: dict) -> str:
             + (f"<p class='fl-si-rejected'>rejected: {html.escape(rejected)}</p>" if rejected else "")
             + (f"<p>Newest kept tasks:</p><ul class='fl-si-sample'>{sample}</ul>" if sample else "")
             + error)
-
-
-def connection_line(result: dict) -> str:
-    where = f" at {result['endpoint']}" if result.get("endpoint") else ""
-    reply = result["reply"] or "(an empty reply: reachable, but check the model's chat template)"
-    return f"✓ {result['model']}{where} answered in {result['seconds']:.2f} s: {reply[:120]}"
 
 
 def read_seed_file(path: str | None) -> str:

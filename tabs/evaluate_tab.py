@@ -74,6 +74,7 @@ def build(wb: Workbench) -> gr.Tab:
                 samples = gr.Number(label="Samples per prompt", value=1, precision=0, minimum=1)
                 temperature = gr.Number(label="Temperature (0 = greedy)", value=0.0, minimum=0, maximum=2)
                 max_tokens = gr.Number(label="Max new tokens", value=128, precision=0, minimum=1)
+                seed = gr.Number(label="Seed (blank: random)", precision=0)
             prompts = gr.Textbox(label="Prompts (one a line, or blocks separated by a line with ---)",
                                  lines=6)
             dataset = gr.Dropdown(dataset_choices(wb),
@@ -104,10 +105,11 @@ def build(wb: Workbench) -> gr.Tab:
             matrix = gr.HTML(elem_id="eval-matrix")
 
         @user_errors
-        def on_save(nm, text, check_lines, n, temp, tokens, dataset_id):
+        def on_save(nm, text, check_lines, n, temp, tokens, dataset_id, seed_value=None):
             req = SuiteRequest((nm or "").strip(), suites.parse_prompts(text or ""),
                                checks.parse_checks(check_lines or ""),
-                               Sampling(int(n or 1), float(temp or 0), int(tokens or 128)),
+                               Sampling(int(n or 1), float(temp or 0), int(tokens or 128),
+                                        None if seed_value is None else int(seed_value)),
                                int(dataset_id) if dataset_id is not None else None)
             saved = suites.save_suite(wb, req)
             return (f"Saved **{saved.name} v{saved.version}**: {len(saved.prompts)} prompts, "
@@ -141,7 +143,7 @@ def build(wb: Workbench) -> gr.Tab:
         def on_export(text, f):
             return gr.update(value=str(results.export_file(wb, _ids(text), f)), visible=True)
 
-        save.click(on_save, [name, prompts, check_text, samples, temperature, max_tokens, dataset],
+        save.click(on_save, [name, prompts, check_text, samples, temperature, max_tokens, dataset, seed],
                    [suite_status, suite], api_name="save_eval_suite")
         start.click(on_run, [suite, model_a, model_b, judge, pairwise], [progress, run_ids, matrix],
                     api_name="run_eval_suite")

@@ -333,7 +333,7 @@ def test_evaluate_tab_through_its_api_endpoints(tmp_path, stub):
         with ServerThread(server) as srv:
             client = Client(srv.url, verbose=False)
             note, _ = client.predict("tab", "name a colour\nwhat is rain", "contains: answer\nmax_length: 30",
-                                     1, 0, 32, None, api_name="/save_eval_suite")
+                                     1, 0, 32, None, None, api_name="/save_eval_suite")
             assert note == "Saved **tab v1**: 2 prompts, 2 checks."
             (suite,) = suites.list_suites(wb)
             progress, ids, table = client.predict(suite.id, alpha.id, beta.id, gamma.id, True,
@@ -349,8 +349,8 @@ def test_evaluate_tab_through_its_api_endpoints(tmp_path, stub):
             path = update["value"] if isinstance(update, dict) else update  # a visibility update
             assert len(open(path).read().splitlines()) == 4
             with pytest.raises(Exception, match="needs a value"):
-                client.predict("bad", "q", "contains", 1, 0, 32, None, api_name="/save_eval_suite")
-            note, _ = client.predict("from data", "", "", 1, 0, 32, ds.id, api_name="/save_eval_suite")
+                client.predict("bad", "q", "contains", 1, 0, 32, None, None, api_name="/save_eval_suite")
+            note, _ = client.predict("from data", "", "", 1, 0, 32, ds.id, None, api_name="/save_eval_suite")
             assert note == f"Saved **from data v1**: {ds.num_rows} prompts, 0 checks."
     finally:
         wb.close()
@@ -376,3 +376,18 @@ def test_an_existing_database_gains_the_eval_tables_without_a_migration(tmp_path
         assert suites.save_suite(bench, SuiteRequest("after upgrade", ["hi"])).version == 1
     finally:
         bench.close()
+
+
+def test_a_seeded_suite_repeats_its_answers(wb, starter):
+    suite = suites.save_suite(wb, SuiteRequest("seeded", ["What does a cat say?", "How are you?"],
+                                               sampling=Sampling(3, 1.2, 12, seed=5)))
+    assert suite.sampling["seed"] == 5
+    answers = []
+    for _ in range(2):
+        run = runs.start_eval(wb, suite.id, starter.id)
+        assert wb.jobs.wait(run.job_id, 300).status == "succeeded"
+        answers.append([r.answer for r in runs.run_results(wb, run.id)])
+    assert answers[0] == answers[1] and len(answers[0]) == 6
+    assert len(set(answers[0])) > 2  # the samples of one prompt still differ from each other
+    with pytest.raises(InvalidInput, match="seed must be between"):
+        Sampling(seed=-3)

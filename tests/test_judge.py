@@ -221,5 +221,7 @@ def test_data_tab_judges_and_annotates_through_its_api_endpoints(tmp_path, stub)
             assert saved == f"Saved your label on pair {int(bid)}."
             assert client.predict(api_name="/annotation_agreement").startswith(
                 "Judge and people agree on **1 of 1** pairs")
+            assert client.predict(gamma.id, api_name="/check_judge").startswith(
+                f"✓ gamma at {stub.url} answered in ")
     finally:
         wb.close()

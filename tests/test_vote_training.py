@@ -57,6 +57,26 @@ def test_every_vote_teaches_with_kto_and_usage_says_how_much(wb, served, starter
     over = req["overrides"]
     assert steps_per_epoch(8, 2, over.get("gradient_accumulation_steps", 4)) * over["num_train_epochs"] >= 30
     assert "too few for KTO" in req["schedule"]["reason"]
+    # the starter is 64 wide: the recipe's 5e-5 (for 4096-wide models) × 8
+    assert over["learning_rate"] == 4e-4 and "hidden size 64" in req["schedule"]["reason"]
+    mine = with_schedule(wb, {**pe.suggest_vote_training(wb, every.id, starter.id),
+                              "overrides": {"learning_rate": 1e-5}})
+    assert mine["overrides"]["learning_rate"] == 1e-5  # a rate the user chose is kept
+
+
+def test_narrow_models_get_a_larger_lora_rate(tmp_path):
+    import json
+
+    from app.train.schedule import lora_lr_scale, scale_learning_rate
+
+    assert lora_lr_scale(4096) == 1.0 and lora_lr_scale(8192) == 1.0 and lora_lr_scale(16) == 10.0
+    assert round(lora_lr_scale(896), 2) == 2.14
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 1024}))
+    lr, why = scale_learning_rate("dpo", "lora", {"learning_rate": 5e-5}, str(tmp_path))
+    assert lr == {"learning_rate": 1e-4} and "× 2" in why
+    assert scale_learning_rate("sft", "lora", {"learning_rate": 5e-5}, str(tmp_path)) == ({}, "")
+    assert scale_learning_rate("dpo", "full", {"learning_rate": 5e-5}, str(tmp_path)) == ({}, "")
+    assert scale_learning_rate("dpo", "lora", {"learning_rate": 5e-5}, str(tmp_path / "nowhere")) == ({}, "")
 
 
 def test_votes_routes(api):  # noqa: F811  (the fixture imported above)

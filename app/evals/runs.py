@@ -50,7 +50,10 @@ def eval_prompt(cache: ChatCache, models: dict[str, ModelVersion], index: int, i
     judge = models.get("judge")
     grade = (lambda p: cache.complete(judge, [{"role": "user", "content": p}], JUDGE_GEN)) if judge else None
     records = []
-    for sample in range(int(sampling.get("samples", 1))):
+    samples, seed = int(sampling.get("samples", 1)), sampling.get("seed")
+    for sample in range(samples):
+        if seed is not None:  # the same draw for candidate and baseline: a fairer comparison
+            gen = gen.with_seed((seed + index * samples + sample) % 2**32)
         answer = cache.complete(models["model"], messages, gen)
         own = item.get("checks", [])
         passed, results = checks_mod.apply_all([*own, *suite_checks], prompt, answer, grade)

@@ -32,6 +32,9 @@ class Sampling:
     samples: int = 1
     temperature: float = 0.0
     max_new_tokens: int = 256
+    # Sample k of prompt i is drawn with seed + i·samples + k (the baseline with the same
+    # one), so a run can be repeated answer for answer. None: fresh randomness.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
@@ -43,10 +46,12 @@ class Sampling:
             raise InvalidInput("temperature must be between 0 and 2")
         if not 1 <= self.max_new_tokens <= 8192:
             raise InvalidInput("max new tokens must be between 1 and 8192")
+        if self.seed is not None and not 0 <= self.seed < 2**31:
+            raise InvalidInput("seed must be between 0 and 2147483647")
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "temperature": self.temperature,
-                "max_new_tokens": self.max_new_tokens}
+                "max_new_tokens": self.max_new_tokens, "seed": self.seed}
 
 
 @dataclass

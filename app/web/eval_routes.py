@@ -36,11 +36,13 @@ class SuiteFields(BaseModel):
     samples: int = 1
     temperature: float = 0.0  # greedy by default
     max_new_tokens: int = 256
+    seed: int | None = None  # sample k of prompt i: seed + i·samples + k
 
     def request(self, name: str) -> SuiteRequest:
         items = [*self.prompts, *(i.model_dump() for i in self.items)]
         return SuiteRequest(name, items, [c.model_dump() for c in self.checks],
-                            Sampling(self.samples, self.temperature, self.max_new_tokens), self.dataset_id)
+                            Sampling(self.samples, self.temperature, self.max_new_tokens, self.seed),
+                            self.dataset_id)
 
 
 class SuiteBody(SuiteFields):
