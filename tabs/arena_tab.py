@@ -200,8 +200,9 @@ def heatmap(frame: pd.DataFrame, title: str, fmt: str):
     return fig
 
 
-def leaderboard_outputs(wb: Workbench, include_named: bool = False):
-    view = leaderboard_cache(wb).get(include_named=bool(include_named))
+def leaderboard_outputs(wb: Workbench, include_named: bool = False, include_annotations: bool = False):
+    view = leaderboard_cache(wb).get(include_named=bool(include_named),
+                                     include_annotations=bool(include_annotations))
     table = view.table.copy()
     for col in ("rating", "lower", "upper"):
         table[col] = table[col].round(0)
@@ -223,6 +224,8 @@ def build_leaderboard(wb: Workbench) -> None:
     with gr.Row():
         refresh = gr.Button("Refresh leaderboard", scale=3)
         named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
+        labels = gr.Checkbox(label="Include people's labels from the annotation queue", value=False,
+                             scale=2)
     table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
                          interactive=False)
     notes = gr.Markdown()
@@ -230,8 +233,11 @@ def build_leaderboard(wb: Workbench) -> None:
         wins = gr.Plot(label="Win rates")
         counts = gr.Plot(label="Battle counts")
     outputs = [table, wins, counts, notes]
-    refresh.click(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name="leaderboard")
-    named.change(lambda inc: leaderboard_outputs(wb, inc), named, outputs, api_name=False)
+    refresh.click(lambda inc, lab: leaderboard_outputs(wb, inc, lab), [named, labels], outputs,
+                  api_name="leaderboard")
+    for box in (named, labels):
+        box.change(lambda inc, lab: leaderboard_outputs(wb, inc, lab), [named, labels], outputs,
+                   api_name=False)
 
 
 def _date(text: str, end_of_day: bool = False) -> datetime | None:

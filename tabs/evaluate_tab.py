@@ -86,7 +86,7 @@ def build(wb: Workbench) -> gr.Tab:
         with gr.Accordion("2 · Run it", open=True, elem_id="eval-run-section"):
             with gr.Row():
                 suite = gr.Dropdown(suite_choices(wb), label="Suite", elem_id="eval-suite")
-                model_a = gr.Dropdown(model_choices(wb), label="Model", elem_id="eval-model-a")
+                model_a = gr.Dropdown(model_choices(wb), label="Model to evaluate", elem_id="eval-model-a")
                 model_b = gr.Dropdown(model_choices(wb), label="Second model (optional)",
                                       elem_id="eval-model-b")
                 judge = gr.Dropdown(model_choices(wb), label="Judge model (rubric checks, pairwise)",

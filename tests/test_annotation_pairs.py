@@ -53,6 +53,9 @@ def test_a_judgeless_pair_job_fills_the_queue_and_labels_reach_dpo(wb, starter):
     # People labelled, no judge did: nothing to agree on; and no leaderboard vote.
     assert annotation.agreement(wb) == {"pairs": 0, "agree": 0, "rate": None, "judged": 0, "labelled": 2}
     assert leaderboard.compute(wb, rounds=10, include_named=True).votes_used == 0
+    # Asked to count people's labels, these two still do not: one model on both sides.
+    board = leaderboard.compute(wb, rounds=10, include_annotations=True, include_flagged=True)
+    assert board.votes_used == 0 and board.excluded == {"self_battle": 2}
 
 
 def test_unjudged_and_judged_pairs_share_the_queue(wb, stub, served):
@@ -72,6 +75,10 @@ def test_unjudged_and_judged_pairs_share_the_queue(wb, stub, served):
     side = "a" if shown["answer_a"].startswith("a longer") else "b"
     assert annotation.label_pair(wb, judged, side, "p")["choice"] == "b"
     assert annotation.agreement(wb)["pairs"] == 1
+    # The leaderboard counts people's two labels only when asked, the judge's verdict never.
+    assert leaderboard.compute(wb, rounds=10, include_named=True).excluded == {"judged": 3}
+    board = leaderboard.compute(wb, rounds=10, include_annotations=True)
+    assert board.votes_used == 2 and board.excluded == {"judged": 1}
 
 
 def test_judgeless_pairs_through_the_api_and_the_data_tab_endpoint(tmp_path, stub):

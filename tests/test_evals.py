@@ -92,7 +92,8 @@ def test_suites_are_versioned_and_sampling_checked(wb):
                        checks=[{"type": "max_length", "value": 100}])
     v1 = suites.save_suite(wb, req)
     assert (v1.version, [p["prompt"] for p in v1.prompts]) == (1, ["one", "two"])
-    assert v1.sampling == {"samples": 1, "temperature": 0.0, "max_new_tokens": 256}  # greedy by default
+    greedy = {"samples": 1, "temperature": 0.0, "max_new_tokens": 256, "seed": None}
+    assert v1.sampling == greedy  # by default
     v2 = suites.edit_suite(wb, v1.id, SuiteRequest("ignored", ["three"], sampling=Sampling(3, 0.8, 32)))
     assert (v2.name, v2.version, v2.sampling["samples"]) == ("basics", 2, 3)
     assert suites.get_suite(wb, v1.id).prompts[0]["prompt"] == "one"  # the old version stays

@@ -125,11 +125,7 @@ def next_turn(wb: Workbench, battle_id: int) -> int:
 
 
 def get_battle(wb: Workbench, battle_id: int) -> Battle:
-    with wb.session() as s:
-        battle = s.get(Battle, battle_id)
-    if battle is None:
-        raise NotFound(f"no battle with id {battle_id}")
-    return battle
+    return wb.row(Battle, battle_id, "battle")
 
 
 def turns(wb: Workbench, battle_id: int) -> list[BattleTurn]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.arena.battles import quality_flags
+from app.core import job_models
 from app.core.errors import InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import Battle, BattleTurn, Job, ModelVersion, PairLabel, Vote
@@ -277,15 +278,7 @@ def start_judge_job(
     gen_a, gen_b = gen_a or GenSettings(), gen_b or GenSettings()
     prompts, models = check_request(wb, prompts, model_a_id, model_b_id, judge_model_id, gen_a, gen_b,
                                     MAX_JOB_PROMPTS)
-    plan_models, keys = {}, {}
-    for role, mv in zip(("a", "b", "judge"), models, strict=True):
-        if mv is None:
-            continue
-        fields = mv.model_dump(mode="json")
-        meta = dict(fields.get("meta") or {})
-        if meta.get("api_key"):
-            keys[role] = meta.pop("api_key")
-        plan_models[role] = {**fields, "meta": meta}
+    plan_models, keys = job_models.plan_models(dict(zip(("a", "b", "judge"), models, strict=True)))
     folder = wb.settings.jobs_dir / f"judge-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
     plan = {"prompts": prompts, "models": plan_models, "gens": [gen_a.as_dict(), gen_b.as_dict()]}

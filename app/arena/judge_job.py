@@ -14,29 +14,16 @@ import time
 from pathlib import Path
 
 from app.arena.judge import KEYS_ENV, judge_item
+from app.core.job_models import load_plan_models, write_json_atomic
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
-from app.core.tables import ModelVersion
 from app.inference.chat_engines import ChatCache
 from app.inference.generation import GenSettings
 
 
-def _write(path: str | None, data: dict) -> None:
-    if path:
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)  # atomic: the finish step never reads half a file
-
-
 def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[0]).read_text())
-    keys = json.loads(os.environ.get(KEYS_ENV) or "{}")
-    models = {}
-    for role, fields in plan["models"].items():
-        mv = ModelVersion(**fields)
-        if role in keys:  # API keys come through the environment, never the plan file
-            mv.meta = {**(mv.meta or {}), "api_key": keys[role]}
-        models[role] = mv
+    models = load_plan_models(plan["models"], KEYS_ENV)
     gens = tuple(GenSettings(**g) for g in plan["gens"])
     progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
     cache, items, started = ChatCache(capacity=3), [], time.monotonic()
@@ -45,7 +32,7 @@ def main(argv: list[str]) -> int:
     try:
         for i, prompt in enumerate(prompts, 1):
             items.append(judge_item(cache, models["a"], models["b"], models.get("judge"), prompt, gens))
-            _write(result_path, {"items": items})
+            write_json_atomic(result_path, {"items": items})
             if progress:
                 report(progress, i, len(prompts), started, status=f"{verb} {i} of {len(prompts)}")
     finally:

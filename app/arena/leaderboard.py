@@ -32,7 +32,7 @@ FLAG_KINDS = ("error", "empty", "truncated", "identity")
 RULES = ("self_battle", "judged", "named", *(f"flagged:{k}" for k in FLAG_KINDS), "both_bad")
 RULE_TEXT = {"self_battle": "from self-battles (the same weights on both sides)",
              "named": "from named battles", "both_bad": "rated both bad",
-             "judged": "on judged pairs (the LLM judge and the annotation queue)"}
+             "judged": "on judged pairs (the LLM judge, and people's labels unless included)"}
 FLAG_TEXT = {"error": "a side failed", "empty": "an empty answer", "truncated": "a cut-off answer",
              "identity": "a model named itself"}
 
@@ -45,12 +45,16 @@ class VoteScreen:
     include_named: bool = False
     include_flagged: bool = False
     both_bad: str = "tie"  # tie: a both-bad vote counts as a tie; drop: it is left out
+    # People's labels in the annotation queue (blind, like a battle); an LLM judge's never count.
+    include_annotations: bool = False
 
     def rule(self, self_battle: bool, mode: str, flags: list[str], choice: str) -> str | None:
         """The rule that leaves this vote out, or None when it counts."""
         if self_battle:
             return "self_battle"
-        if mode in JUDGED_MODES:  # offline labels on sampled pairs, not arena battles
+        if mode == "annotation" and self.include_annotations:
+            pass  # a person's blind label on a sampled pair, asked for
+        elif mode in JUDGED_MODES:  # offline labels on sampled pairs, not arena battles
             return "judged"
         if mode == "named" and not self.include_named:
             return "named"
@@ -124,13 +128,14 @@ class LeaderboardView:
 
 def compute(
     wb: Workbench, rounds: int = 200, include_flagged: bool = False, both_bad: str = "tie", seed: int = 0,
-    include_named: bool = False,
+    include_named: bool = False, include_annotations: bool = False,
 ) -> LeaderboardView:
     """Bradley–Terry ratings with 95% clustered-bootstrap intervals over every arena model,
     from the votes that pass the screen (blind, unflagged battles by default)."""
     if both_bad not in ("tie", "drop"):
         raise InvalidInput(f"both_bad is tie or drop, not {both_bad!r}")
-    records, excluded = vote_records(wb, VoteScreen(include_named, include_flagged, both_bad))
+    records, excluded = vote_records(wb, VoteScreen(include_named, include_flagged, both_bad,
+                                                    include_annotations))
     with wb.session() as s:
         names = [m.name for m in s.exec(select(ModelVersion).order_by(ModelVersion.id)) if m.in_arena]
     names += sorted({r[k] for r in records for k in ("a", "b")} - set(names))
@@ -176,22 +181,22 @@ class LeaderboardCache:
 
     def get(
         self, rounds: int = 200, include_named: bool = False, include_flagged: bool = False,
-        both_bad: str = "tie",
+        both_bad: str = "tie", include_annotations: bool = False,
     ) -> LeaderboardView:
-        options = (rounds, include_named, include_flagged, both_bad)
+        options = (rounds, include_named, include_flagged, both_bad, include_annotations)
         fingerprint = self._fingerprint()
         with self._lock:
             hit = self._views.get(options)
             if hit is not None and hit[0] == fingerprint:
                 return hit[1]
         view = compute(self._wb, rounds=rounds, include_flagged=include_flagged, both_bad=both_bad,
-                       include_named=include_named)
+                       include_named=include_named, include_annotations=include_annotations)
         with self._lock:
             self._views.pop(options, None)
             self._views[options] = (fingerprint, view)
             while len(self._views) > self.MAX_VIEWS:
                 self._views.pop(next(iter(self._views)))  # the least recently computed
-            if options[1:] == (False, False, "tie"):
+            if options[1:] == (False, False, "tie", False):
                 self._default = view
         return view
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlmodel import Session
 
 from app.core.db import make_engine, migrate
+from app.core.errors import NotFound
 from app.core.jobs import JobKind, JobRunner
 from app.core.settings import Settings
 
@@ -52,6 +53,14 @@ class Workbench:
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
+
+    def row(self, table: type[T], row_id: int, what: str) -> T:
+        """The row of ``table`` with this id, or NotFound naming ``what`` it is."""
+        with self.session() as s:
+            found = s.get(table, row_id)
+        if found is None:
+            raise NotFound(f"no {what} with id {row_id}")
+        return found
 
     def service(self, cls: type[T], make: Callable[[Workbench], T] | None = None) -> T:
         """This workbench's one instance of ``cls``, made on first use by ``make(self)``

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import func, select
 
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput
 from app.core.tables import Dataset
 from app.data.spreadsheet import looks_like_formula
 
@@ -770,11 +770,7 @@ def list_datasets(wb: Workbench, kind: str | None = None) -> list[Dataset]:
 
 
 def get_dataset(wb: Workbench, dataset_id: int) -> Dataset:
-    with wb.session() as s:
-        ds = s.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound(f"no dataset with id {dataset_id}")
-    return ds
+    return wb.row(Dataset, dataset_id, "dataset")
 
 
 def preview(wb: Workbench, dataset_id: int, limit: int = 5) -> list[dict]:

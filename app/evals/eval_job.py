@@ -14,29 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from app.core.job_models import load_plan_models, write_json_atomic
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
-from app.core.tables import ModelVersion
 from app.evals.runs import KEYS_ENV, eval_prompt
 from app.inference.chat_engines import ChatCache
 
 
-def _write(path: str | None, data: dict) -> None:
-    if path:
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)  # atomic: the finish step never reads half a file
-
-
 def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[0]).read_text())
-    keys = json.loads(os.environ.get(KEYS_ENV) or "{}")
-    models = {}
-    for role, fields in plan["models"].items():
-        mv = ModelVersion(**fields)
-        if role in keys:
-            mv.meta = {**(mv.meta or {}), "api_key": keys[role]}
-        models[role] = mv
+    models = load_plan_models(plan["models"], KEYS_ENV)
     suite = plan["suite"]
     progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
     cache, records, started = ChatCache(capacity=3), [], time.monotonic()
@@ -48,7 +35,7 @@ def main(argv: list[str]) -> int:
                 report(progress, i + 1, total, started, status=f"answered {i + 1} of {total} prompts")
     finally:
         cache.close()
-    _write(result_path, {"records": records})
+    write_json_atomic(result_path, {"records": records})
     return 0
 
 

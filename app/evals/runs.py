@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from app.arena.judge import JUDGE_GEN, judge_pair
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput
+from app.core.job_models import plan_models
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import EvalResult, EvalRun, EvalSuite, Job, ModelVersion
 from app.evals import checks as checks_mod
@@ -78,14 +79,6 @@ def summarise(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     return out
 
 
-def _plan_model(mv: ModelVersion, role: str, keys: dict[str, str]) -> dict[str, Any]:
-    fields = mv.model_dump(mode="json")
-    meta = dict(fields.get("meta") or {})
-    if meta.get("api_key"):
-        keys[role] = meta.pop("api_key")  # through the secret environment, never plan.json
-    return {**fields, "meta": meta}
-
-
 def start_eval(wb: Workbench, suite_id: int, model_id: int, mode: str = "checks",
                baseline_id: int | None = None, judge_model_id: int | None = None) -> EvalRun:
     """Queue a run of ``model_id`` on suite version ``suite_id``. A rubric check or the
@@ -110,9 +103,9 @@ def start_eval(wb: Workbench, suite_id: int, model_id: int, mode: str = "checks"
     if "judge" not in models and (mode == "pairwise" or any(c["type"] == "rubric" for c in all_checks)):
         raise InvalidInput("pick a judge model: " + ("pairwise runs" if mode == "pairwise"
                                                      else "this suite's rubric checks") + " need one")
-    keys: dict[str, str] = {}
+    rows, keys = plan_models(models)
     plan = {"suite": {"prompts": suite.prompts, "checks": suite.checks, "sampling": suite.sampling},
-            "models": {role: _plan_model(mv, role, keys) for role, mv in models.items()}}
+            "models": rows}
     folder = wb.settings.jobs_dir / f"eval-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
     (folder / "plan.json").write_text(json.dumps(plan, indent=1))
@@ -164,11 +157,7 @@ EVAL_KIND = JobKind(EVAL, finish=finish_eval)
 
 
 def get_run(wb: Workbench, run_id: int) -> EvalRun:
-    with wb.session() as s:
-        run = s.get(EvalRun, run_id)
-    if run is None:
-        raise NotFound(f"no eval run with id {run_id}")
-    return run
+    return wb.row(EvalRun, run_id, "eval run")
 
 
 def cancel_run(wb: Workbench, run_id: int) -> EvalRun:

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from app.arena.judge import dataset_prompts
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import InvalidInput
 from app.core.tables import EvalSuite
 from app.evals import checks as checks_mod
 
@@ -118,11 +118,7 @@ def edit_suite(wb: Workbench, suite_id: int, req: SuiteRequest) -> EvalSuite:
 
 
 def get_suite(wb: Workbench, suite_id: int) -> EvalSuite:
-    with wb.session() as s:
-        suite = s.get(EvalSuite, suite_id)
-    if suite is None:
-        raise NotFound(f"no eval suite with id {suite_id}")
-    return suite
+    return wb.row(EvalSuite, suite_id, "eval suite")
 
 
 def list_suites(wb: Workbench, latest_only: bool = True) -> list[EvalSuite]:

@@ -262,11 +262,7 @@ def weights_key(mv: ModelVersion) -> tuple[str, ...]:
 
 
 def get_model(wb: Workbench, model_id: int) -> ModelVersion:
-    with wb.session() as s:
-        mv = s.get(ModelVersion, model_id)
-    if mv is None:
-        raise NotFound(f"no model with id {model_id}")
-    return mv
+    return wb.row(ModelVersion, model_id, "model")
 
 
 def check_model_files(mv: ModelVersion) -> None:

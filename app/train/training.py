@@ -492,11 +492,7 @@ def list_runs(wb: Workbench) -> list[Run]:
 
 
 def get_run(wb: Workbench, run_id: int) -> Run:
-    with wb.session() as s:
-        run = s.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id}")
-    return run
+    return wb.row(Run, run_id, "run")
 
 
 def wait_run(wb: Workbench, run_id: int, timeout: float = 600.0) -> Run:

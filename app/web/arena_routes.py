@@ -117,8 +117,10 @@ def arena_router(
         return {"battle_id": battle_id, "turn": turn, **battles.replay_turn(wb, battle_id, turn)}
 
     @r.get("/leaderboard")
-    def board(include_flagged: bool = False, both_bad: str = "tie", include_named: bool = False):
+    def board(include_flagged: bool = False, both_bad: str = "tie", include_named: bool = False,
+              include_annotations: bool = False):
         view = leaderboard_cache(wb).get(include_named=include_named, include_flagged=include_flagged,
+                                         include_annotations=include_annotations,
                                          both_bad=both_bad)
         return json_safe({"models": view.table.astype(object).to_dict("records"), "votes": view.votes_used,
                           "position_bias": view.position, "length_bias": view.length,
