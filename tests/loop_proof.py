@@ -7,10 +7,8 @@ way, so the parent shows the property about half of the time when sampling. Then
 as a user would: self-battles of the parent (two samples each) in the arena, the oracle's votes,
 a DPO snapshot of the votes, the training request "Train on these votes" pre-fills (no
 hand-tuned overrides), and an eval suite whose check is the oracle's rule, run on parent
-and child with the same seeds. ``bench/loop.py`` prints the figures; ``tests/test_loop_round.py``
-runs the same round. On the starter model the rise is real but not yet decisive (see
-docs/BENCHMARKS.md): the tiny model answers empty about a quarter of the time, votes
-against an empty answer are flagged and left out, and 200 battles leave ~40 DPO pairs.
+and child with the same seeds. ``tests/test_loop_round.py`` asserts on the figures and
+``bench/loop.py`` prints them.
 """
 
 from __future__ import annotations
@@ -31,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK = {"type": "regex", "value": r"\bis\b"}
 BATTLES = 200
 SAMPLING = {"temperature": 1.0, "max_new_tokens": 24}
-# The parent's own fine-tune: enough to show the property about half of the time.
-PARENT_SFT = {"num_train_epochs": 10, "learning_rate": 2e-3, "per_device_train_batch_size": 8,
+# The parent's own fine-tune (all weights: a LoRA on the 64-wide starter leaves it opening
+# a fifth of its answers with <|im_start|>, an empty answer, and votes against an empty
+# answer are flagged and left out of DPO).
+PARENT_SFT = {"num_train_epochs": 3, "learning_rate": 1e-3, "per_device_train_batch_size": 8,
               "gradient_accumulation_steps": 1, "warmup_ratio": 0.0, "save_steps": 100_000}
 
 
@@ -91,11 +91,11 @@ def run_round(client, wb, starter_dir: Path, samples: int = 4) -> dict[str, Any]
     train_rows, held_out = split_prompts()
     clock = time.monotonic()
 
-    # The parent: the starter taught the sample's answers (half of them use "is").
+    # The parent: the starter taught the sample's answers (about half of them use "is").
     base = registry.register_base_model(wb, "starter", str(starter_dir))
     data = register_rows(wb, "sample-sft", "sft", train_rows, fmt="alpaca")
     r = client.post("/api/train/sft", json={"model_id": base.id, "dataset_ids": [data.id], "name": "parent",
-                                            "overrides": PARENT_SFT})
+                                            "recipe": "sft_full", "overrides": PARENT_SFT})
     assert r.status_code == 201, r.text
     parent_id = _wait_run(client, r.json()["id"])["output_model_id"]
     timings["parent_sft_s"] = time.monotonic() - clock

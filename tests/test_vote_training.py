@@ -5,7 +5,7 @@ import pytest
 
 from app.arena import preference_export as pe
 from app.core.errors import InvalidInput
-from app.train.schedule import MIN_PREFERENCE_STEPS, size_schedule, steps_per_epoch, with_schedule
+from app.train.schedule import MAX_EPOCHS, MIN_PREFERENCE_STEPS, size_schedule, steps_per_epoch, with_schedule
 from tests.test_arena_data import api, cast  # noqa: F401  (api: a fixture)
 
 DEFAULTS = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "num_train_epochs": 2}
@@ -26,16 +26,16 @@ def test_small_preference_sets_get_enough_steps_and_large_ones_keep_the_recipe(r
     if default_steps >= MIN_PREFERENCE_STEPS:
         assert extra == {} and "enough to learn from" in reason
     else:
-        assert steps > default_steps and settings["num_train_epochs"] <= 10
+        assert steps > default_steps and settings["num_train_epochs"] <= MAX_EPOCHS
         assert f"would be only {default_steps} optimizer steps" in reason and f"{steps} steps" in reason
-        # enough steps whenever the rows allow it (10 epochs of single-batch steps)
-        assert steps >= MIN_PREFERENCE_STEPS or steps == steps_per_epoch(rows, 2, 1) * 10
+        # enough steps whenever the rows allow it (MAX_EPOCHS epochs of single-batch steps)
+        assert steps >= MIN_PREFERENCE_STEPS or steps == steps_per_epoch(rows, 2, 1) * MAX_EPOCHS
     assert size_schedule("sft", rows, DEFAULTS)[0] == {}  # only preference stages are resized
 
 
 def test_user_choices_are_the_starting_point():
-    extra, _ = size_schedule("kto", 58, {**DEFAULTS, "num_train_epochs": 6})
-    assert extra == {}  # 7 × 6 = 42 steps already
+    extra, _ = size_schedule("kto", 400, {**DEFAULTS, "num_train_epochs": 3})
+    assert extra == {}  # 50 × 3 = 150 steps already
 
 
 def test_every_vote_teaches_with_kto_and_usage_says_how_much(wb, served, starter):
@@ -55,7 +55,7 @@ def test_every_vote_teaches_with_kto_and_usage_says_how_much(wb, served, starter
     req = with_schedule(wb, pe.suggest_vote_training(wb, every.id, starter.id))
     assert req["recipe"] == "kto_lora" and req["schedule"]["rows"] == 8
     over = req["overrides"]
-    assert steps_per_epoch(8, 2, over.get("gradient_accumulation_steps", 4)) * over["num_train_epochs"] >= 30
+    assert over["num_train_epochs"] == MAX_EPOCHS and over["gradient_accumulation_steps"] == 1  # 8 rows
     assert "too few for KTO" in req["schedule"]["reason"]
     # the starter is 64 wide: the recipe's 5e-5 (for 4096-wide models) × 8
     assert over["learning_rate"] == 4e-4 and "hidden size 64" in req["schedule"]["reason"]
@@ -91,7 +91,7 @@ def test_votes_routes(api):  # noqa: F811  (the fixture imported above)
     dpo = client.post("/api/votes/dpo", json={"name": "round-1"})
     assert dpo.status_code == 201 and dpo.json()["name"] == "round-1"
     req = client.post("/api/votes/training", json={"dataset_id": dpo.json()["id"], "model_id": a.id}).json()
-    assert req["recipe"] == "dpo_lora" and req["overrides"]["num_train_epochs"] == 10
+    assert req["recipe"] == "dpo_lora" and req["overrides"]["num_train_epochs"] == MAX_EPOCHS
     kto = client.post("/api/votes/kto", json={"ties": "good", "model_ids": [a.id, b.id]})
     assert kto.status_code == 201 and kto.json()["num_rows"] == 6
     bad = client.post("/api/votes/kto", json={"ties": "maybe"})
