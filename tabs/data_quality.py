@@ -78,7 +78,7 @@ def build(wb: Workbench) -> None:
         with gr.Row():
             report_btn = gr.Button("Quality report")
             latest_btn = gr.Button("Show the latest report of this dataset")
-            job_id = gr.Number(None, label="Quality job", precision=0, minimum=1)
+            job_id = gr.Number(None, label="Quality job", precision=0)
             cancel_btn = gr.Button("Cancel job", variant="stop", scale=0)
         progress = gr.HTML()
         summary = gr.Markdown()
@@ -139,7 +139,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_job(job):
         """The followed job's progress; its report or new dataset once it is done."""
-        if job is None:
+        if not job:  # none yet (an empty box reads as 0)
             return "", gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip()
         r = quality_jobs.quality_job_report(wb, int(job))
         bar = progress_html(wb.jobs.view(wb.jobs.get(int(job)), log_lines=0))
@@ -164,7 +164,7 @@ def build(wb: Workbench) -> None:
 
     @user_errors
     def on_cancel(job):
-        if job is None:
+        if not job:
             raise gr.Error("no quality job is followed")
         wb.jobs.cancel(int(job))
         return on_job(job)
