@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.arena.version_view import compare_versions, version_view
 from app.core.workbench import Workbench
+from app.evals.scores import latest_scores, score_text
 from tabs.common import user_errors
 
 
@@ -129,5 +130,14 @@ def build_compare(wb: Workbench, choices: list[tuple[str, int]]) -> tuple[gr.Dro
     return first, second
 
 
+def scores_markdown(found: list[dict[str, Any]]) -> str:
+    if not found:
+        return "**Eval scores:** none yet (run a suite in the Evaluate tab)"
+    return "**Eval scores (latest per suite):**\n\n" + "\n".join(f"- {cell(score_text(x))}" for x in found)
+
+
 def show_version(wb: Workbench, model_id: int | None) -> str:
-    return view_markdown(version_view(wb, int(model_id))) if model_id else ""
+    if not model_id:
+        return ""
+    return view_markdown(version_view(wb, int(model_id))) + "\n\n" + scores_markdown(
+        latest_scores(wb, int(model_id)))

@@ -1,5 +1,6 @@
 """Eval REST routes: suites (create, list, read, new version), eval runs (start, list, read,
-cancel, results), the side-by-side matrix of several runs and its CSV/JSONL export."""
+cancel, results), a model's latest scores, the side-by-side matrix of several runs and its
+CSV/JSONL export."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.evals import results, runs, suites
+from app.evals import results, runs, scores, suites
 from app.evals.suites import Sampling, SuiteRequest
 
 if TYPE_CHECKING:
@@ -105,6 +106,10 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     @r.get("/runs/{run_id}/results")
     def run_results(run_id: int):
         return [runs.result_json(x) for x in runs.run_results(wb, run_id)]
+
+    @r.get("/scores/{model_id}")
+    def model_scores(model_id: int):
+        return scores.latest_scores(wb, model_id)
 
     @r.get("/compare")
     def compare(run_ids: RunIds):
