@@ -11,6 +11,7 @@ from app.core.workbench import Workbench
 from app.evals import checks, results, runs, suites
 from app.evals.suites import Sampling, SuiteRequest
 from tabs.common import dataset_choices, follow_job, model_choices, progress_html, user_errors
+from tabs.eval_gates import build_gates
 
 CHECK_HELP = ("One check a line, applied to every prompt: `contains: text`, `not_contains: text`, "
               "`regex: pattern`, `equals: text`, `valid_json`, `max_length: 200` (characters), "
@@ -103,6 +104,7 @@ def build(wb: Workbench) -> gr.Tab:
                 export = gr.Button("Export")
             file = gr.File(label="Export", visible=False)
             matrix = gr.HTML(elem_id="eval-matrix")
+        gate_model = build_gates(wb, suite)
 
         @user_errors
         def on_save(nm, text, check_lines, n, temp, tokens, dataset_id, seed_value=None):
@@ -154,8 +156,8 @@ def build(wb: Workbench) -> gr.Tab:
             """Models and suites made elsewhere since the page loaded (on opening the tab, not on
             each picker's focus: a list re-rendered under the pointer loses the click)."""
             models = gr.update(choices=model_choices(wb))
-            return (gr.update(choices=suite_choices(wb)), models, models, models,
+            return (gr.update(choices=suite_choices(wb)), models, models, models, models,
                     gr.update(choices=dataset_choices(wb)))
 
-        tab.select(refresh, None, [suite, model_a, model_b, judge, dataset], show_api=False)
+        tab.select(refresh, None, [suite, model_a, model_b, judge, gate_model, dataset], show_api=False)
     return tab

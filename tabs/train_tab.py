@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from app.core.workbench import Workbench
+from app.evals.suites import list_suites
 from app.train import training
 from app.train.overrides import parse_advanced
 from tabs.common import dataset_choices, model_choices, progress_html, user_errors
@@ -54,7 +55,13 @@ class Form:
     gpus: gr.CheckboxGroup
     deepspeed: gr.Dropdown
     advanced: gr.Code
+    evals: gr.Dropdown
+    eval_judge: gr.Dropdown
     start: gr.Button
+
+
+def suite_names(wb: Workbench) -> list[str]:
+    return sorted({x.name for x in list_suites(wb)})
 
 
 def build_form(wb: Workbench, recipes: dict[str, training.Recipe]) -> Form:
@@ -74,8 +81,13 @@ def build_form(wb: Workbench, recipes: dict[str, training.Recipe]) -> Form:
                                 value="", label="DeepSpeed")
     with gr.Accordion("Advanced: any other LLaMA-Factory key (YAML)", open=False):
         advanced = gr.Code(language="yaml", label="Extra keys", value="", interactive=True)
+    with gr.Row():
+        evals = gr.Dropdown(suite_names(wb), multiselect=True, scale=3,
+                            label="Evaluate when done (none picked: the recipe's; gated suites always run)")
+        eval_judge = gr.Dropdown(model_choices(wb), label="Judge for rubric checks (optional)", scale=2)
     start = gr.Button("Start training", variant="primary")
-    return Form(recipe, about, model, data, name, fields, val_size, gpus, deepspeed, advanced, start)
+    return Form(recipe, about, model, data, name, fields, val_size, gpus, deepspeed, advanced, evals,
+                eval_judge, start)
 
 
 @dataclass
@@ -145,7 +157,8 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
                     gr.update(choices=dataset_choices(wb, recipe.stage), value=[]), *values)
 
         @user_errors
-        def on_start(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, *values):
+        def on_start(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, evals, judge,
+                     *values):
             if model_id is None:
                 raise gr.Error("choose a model to start from")
             recipe = recipes[recipe_name]
@@ -161,7 +174,8 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
                 recipe=recipe_name, model_id=int(model_id),
                 dataset_ids=[int(i) for i in dataset_ids or []], name=(name or "").strip() or None,
                 overrides=overrides, gpus=[int(g) for g in gpus or []], deepspeed=ds or None,
-                val_size=float(val_size or 0),
+                val_size=float(val_size or 0), eval_suites=list(evals) if evals else None,
+                eval_judge_id=int(judge) if judge is not None else None,
             )
             run = training.start_run(wb, req)
             return (f"Queued run **{run.name}**.", gr.update(choices=run_choices(wb), value=run.id),
@@ -223,12 +237,14 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
         def on_show(recipe_name):
             """Models, datasets and runs may have changed in other tabs."""
             stage = recipes[recipe_name].stage if recipe_name in recipes else "sft"
-            return (gr.update(choices=model_choices(wb)), gr.update(choices=dataset_choices(wb, stage)),
-                    gr.update(choices=run_choices(wb)))
+            models = gr.update(choices=model_choices(wb))
+            return (models, gr.update(choices=dataset_choices(wb, stage)), gr.update(choices=run_choices(wb)),
+                    gr.update(choices=suite_names(wb)), models)
 
-        tab.select(on_show, form.recipe, [form.model, form.data, mon.watch], show_api=False)
+        tab.select(on_show, form.recipe, [form.model, form.data, mon.watch, form.evals, form.eval_judge],
+                   show_api=False)
         inputs = [form.recipe, form.model, form.data, form.name, form.val_size, form.gpus,
-                  form.deepspeed, form.advanced, *form.fields.values()]
+                  form.deepspeed, form.advanced, form.evals, form.eval_judge, *form.fields.values()]
         form.start.click(on_start, inputs, [status, mon.watch, mon.runs], api_name="start_training")
         manage = [status, mon.watch, mon.runs]
         mon.cancel.click(on_cancel, mon.watch, manage, api_name="cancel_run")

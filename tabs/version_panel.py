@@ -8,8 +8,10 @@ import gradio as gr
 
 from app.arena.version_view import compare_versions, version_view
 from app.core.workbench import Workbench
+from app.evals.gates import gate_of
 from app.evals.scores import latest_scores, score_text
 from tabs.common import user_errors
+from tabs.eval_gates import gate_markdown
 
 
 def human_bytes(n: int | None) -> str:
@@ -139,5 +141,8 @@ def scores_markdown(found: list[dict[str, Any]]) -> str:
 def show_version(wb: Workbench, model_id: int | None) -> str:
     if not model_id:
         return ""
-    return view_markdown(version_view(wb, int(model_id))) + "\n\n" + scores_markdown(
-        latest_scores(wb, int(model_id)))
+    model_id = int(model_id)
+    parts = [view_markdown(version_view(wb, model_id)), scores_markdown(latest_scores(wb, model_id))]
+    if gate := gate_of(wb, model_id):
+        parts.append(gate_markdown(gate))
+    return "\n\n".join(parts)

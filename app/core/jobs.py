@@ -111,6 +111,9 @@ class JobKind:
     finish: Callable[[Workbench, Session, Job, Outcome], None] = default_finish
     # The signal that asks this kind's process to stop cleanly.
     cancel_signal: int = signal.SIGTERM
+    # Runs after the finish step's commit, outside its transaction (e.g. to queue follow-up
+    # jobs, which need their own). Given the job's id; its errors are logged, never raised.
+    after: Callable[[Workbench, int], None] | None = None
 
 
 def tool_path(name: str) -> str:
@@ -420,9 +423,16 @@ class JobRunner:
                     return  # settled already (cancelled before it ran, or a second watcher)
                 outcome = Outcome(returncode, cancelled=job.cancel_requested)
                 self._settle(s, job, outcome)
+                kind = self._kinds.get(job.kind)
         except Exception:
             log.exception("finishing job %s failed", job_id)
             self._fail_start(job_id, "Forgeloop could not record how this job ended (see the app log)")
+            kind = None
+        if kind is not None and kind.after is not None:
+            try:
+                kind.after(self.wb, job_id)
+            except Exception:
+                log.exception("the follow-up of job %s failed", job_id)
         self._notify()
         self.poke()
 

@@ -286,3 +286,14 @@ class EvalResult(SQLModel, table=True):
     choice: str | None = None
     consistent: bool | None = None
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class EvalGate(SQLModel, table=True):
+    """A gate on a suite (by name, so it outlives edits): a newly trained version joins the
+    arena, or may be deployed, only if its pass rate on the suite is not below its parent's
+    by more than ``margin``. Gated suites run on every new trained version."""
+
+    __tablename__ = "eval_gates"
+    suite_name: str = Field(primary_key=True)
+    margin: float = 0.05
+    created_at: datetime = Field(default_factory=utcnow)

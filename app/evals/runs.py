@@ -21,6 +21,7 @@ from app.core.job_models import plan_models
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import EvalResult, EvalRun, EvalSuite, Job, ModelVersion
 from app.evals import checks as checks_mod
+from app.evals import gates
 from app.evals.stats import rate, win_rate
 from app.evals.suites import get_suite
 from app.inference.chat_engines import ChatCache
@@ -146,11 +147,13 @@ def finish_eval(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
         return
     if job.status != "succeeded":
         job.result = {"eval_run_id": run.id, "stored": False}
-        return
-    s.add_all(EvalResult(run_id=run.id, **r) for r in records)
-    run.summary = summarise(records, run.mode)
-    s.add(run)
-    job.result = {"eval_run_id": run.id, "stored": True, "summary": run.summary}
+    else:
+        s.add_all(EvalResult(run_id=run.id, **r) for r in records)
+        run.summary = summarise(records, run.mode)
+        s.add(run)
+        job.result = {"eval_run_id": run.id, "stored": True, "summary": run.summary}
+    s.add(job)
+    gates.refresh(s, run.model_id)  # a gate waiting on this run decides now
 
 
 EVAL_KIND = JobKind(EVAL, finish=finish_eval)

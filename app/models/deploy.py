@@ -24,7 +24,7 @@ from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, pyt
 from app.core.tables import Deployment, Job, ModelVersion
 from app.models.gguf_meta import read_add_bos, template_adds_bos
 from app.models.ollama_template import ollama_format
-from app.models.registry import get_model, register_remote_model
+from app.models.registry import gate_block, get_model, register_remote_model
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -108,6 +108,10 @@ def plan_deploy(wb: Workbench, model_id: int, mode: str = "merged", gguf_type: s
         raise InvalidInput(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if mv.kind not in ("base", "adapter", "full"):
         raise InvalidInput(f"{mv.name!r} is served by {mv.kind} already; only local versions deploy")
+    with wb.session() as s:  # a merged export answers to the gate of the version it came from
+        source = s.get(ModelVersion, mv.parent_id) if mv.parent_id and mv.run_id is None else None
+    if why := gate_block(mv) or (gate_block(source) if source else None):
+        raise Conflict(why)
     with wb.session() as s:
         if mode == "adapter":
             adapters = [a for a in (mv.adapter_path or "").split(",") if a]

@@ -306,11 +306,27 @@ def register_remote_model(
     return mv
 
 
+# Gate states (written by app.evals.gates into meta["gate"]) that keep a version out of the
+# arena and away from deployment; "passed" and "waived" let it through.
+GATE_BLOCKS = ("pending", "failed", "incomplete")
+
+
+def gate_block(mv: ModelVersion) -> str | None:
+    """Why an eval gate holds ``mv`` back, or None when nothing does."""
+    gate = (mv.meta or {}).get("gate") or {}
+    if gate.get("status") not in GATE_BLOCKS:
+        return None
+    return (f"{mv.name} is held back by its eval gate ({gate['status']}): {gate.get('reason', '')}"
+            " — wait for the evals, re-run them, or waive the gate in the Evaluate tab").strip()
+
+
 def set_in_arena(wb: Workbench, model_id: int, in_arena: bool) -> ModelVersion:
     with wb.session() as s:
         mv = s.get(ModelVersion, model_id)
         if mv is None:
             raise NotFound(f"no model with id {model_id}")
+        if in_arena and (why := gate_block(mv)):
+            raise Conflict(why)
         mv.in_arena = in_arena
         s.add(mv)
         s.commit()

@@ -25,7 +25,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.hardware import Hardware, precision
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.progress_log import TRAINER_LOG, ProgressTail, log_tail, summarise
-from app.core.tables import Dataset, Job, ModelVersion, Run
+from app.core.tables import Dataset, EvalSuite, Job, ModelVersion, Run
 from app.models.registry import check_model_files, get_model, model_system_prompt
 from app.train.overrides import validate_overrides
 
@@ -51,6 +51,8 @@ class Recipe:
     stage: str
     finetuning_type: str
     defaults: dict[str, Any]
+    # Eval suites (names) to run on every version this recipe makes, unless the run says.
+    eval_suites: list[str] = field(default_factory=list)
 
 
 def load_recipes(recipes_dir: Path = RECIPES_DIR) -> dict[str, Recipe]:
@@ -68,6 +70,7 @@ def load_recipes(recipes_dir: Path = RECIPES_DIR) -> dict[str, Recipe]:
             stage=raw["stage"],
             finetuning_type=raw.get("finetuning_type", "lora"),
             defaults=dict(raw.get("defaults") or {}),
+            eval_suites=[str(n) for n in raw.get("eval_suites") or []],
         )
     return recipes
 
@@ -93,6 +96,10 @@ class TrainRequest:
     deepspeed: str | None = None
     # Fraction of the data held out for evaluation (0 = none).
     val_size: float = 0.0
+    # Eval suites (names) to run on the new version when the run succeeds; None = the
+    # recipe's, [] = none. A judge is needed when a suite has rubric checks.
+    eval_suites: list[str] | None = None
+    eval_judge_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,6 +241,8 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
     with wb.session() as s:
         if s.exec(select(Run).where(Run.name == name)).first():
             raise Conflict(f"a run named {name!r} already exists")
+    check_eval_suites(wb, req.eval_suites if req.eval_suites is not None else recipe.eval_suites,
+                      req.eval_judge_id)
     folder = wb.settings.runs_dir / name
     plan = plan_run(wb, req, folder)
     if folder.exists():
@@ -264,6 +273,27 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def check_eval_suites(wb: Workbench, names: list[str], judge_id: int | None) -> None:
+    """Refuse, before anything trains, suites that do not exist or need a missing judge."""
+    if not names:
+        return
+    with wb.session() as s:
+        latest = {x.name: x for x in s.exec(select(EvalSuite).where(EvalSuite.name.in_(names))
+                                              .order_by(EvalSuite.version))}
+    missing = [n for n in names if n not in latest]
+    if missing:
+        raise InvalidInput(f"no eval suite named {', '.join(map(repr, missing))}")
+    def has_rubric(suite: EvalSuite) -> bool:
+        every = [*suite.checks, *(c for p in suite.prompts for c in p.get("checks", []))]
+        return any(c.get("type") == "rubric" for c in every)
+
+    rubric = [n for n, x in latest.items() if has_rubric(x)]
+    if rubric and judge_id is None:
+        raise InvalidInput(f"suite {rubric[0]!r} has rubric checks: pick a judge model for them")
+    if judge_id is not None:
+        get_model(wb, judge_id)
 
 
 def queue_run(wb: Workbench, run: Run, spec: JobSpec) -> Run:

@@ -12,7 +12,7 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.evals import results, runs, scores, suites
+from app.evals import gates, results, runs, scores, suites
 from app.evals.suites import Sampling, SuiteRequest
 
 if TYPE_CHECKING:
@@ -61,6 +61,14 @@ class RunBody(BaseModel):
     judge_model_id: int | None = None  # pairwise and rubric checks
 
 
+class GateBody(BaseModel):
+    margin: float | None  # a pass-rate drop allowed below the parent; null removes the gate
+
+
+class WaiveBody(BaseModel):
+    note: str = ""
+
+
 def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRouter:
     r = APIRouter(prefix="/api/evals", dependencies=list(dependencies))
 
@@ -80,6 +88,22 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     def new_version(suite_id: int, body: SuiteFields):
         suites.get_suite(wb, suite_id)  # an unknown suite is a 404 before the body is judged
         return suites.suite_json(suites.edit_suite(wb, suite_id, body.request("")))
+
+    @r.put("/suites/{suite_id}/gate")
+    def set_gate(suite_id: int, body: GateBody):
+        return gates.set_gate(wb, suite_id, body.margin)
+
+    @r.get("/gates")
+    def list_gates():
+        return gates.list_gates(wb)
+
+    @r.get("/gates/{model_id}")
+    def model_gate(model_id: int):
+        return {"model_id": model_id, "gate": gates.gate_of(wb, model_id)}
+
+    @r.post("/gates/{model_id}/waive")
+    def waive_gate(model_id: int, body: WaiveBody):
+        return gates.waive(wb, model_id, body.note)
 
     @r.post("/runs", status_code=202)
     def start_run(body: RunBody):

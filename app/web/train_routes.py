@@ -27,6 +27,8 @@ class TrainBody(BaseModel):
     gpus: list[int] = Field(default_factory=list)
     deepspeed: str | None = None
     val_size: float = 0.0
+    eval_suites: list[str] | None = None  # run these suites on the new version; null = the recipe's
+    eval_judge_id: int | None = None  # for suites with rubric checks
 
 
 def run_json(run) -> dict[str, Any]:
@@ -52,7 +54,8 @@ def training_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIR
             raise InvalidInput(f"recipe {recipe!r} is not a {stage} recipe")
         req = training.TrainRequest(recipe=recipe, model_id=body.model_id, dataset_ids=body.dataset_ids,
                                     name=body.name, overrides=body.overrides, gpus=body.gpus,
-                                    deepspeed=body.deepspeed, val_size=body.val_size)
+                                    deepspeed=body.deepspeed, val_size=body.val_size,
+                                    eval_suites=body.eval_suites, eval_judge_id=body.eval_judge_id)
         return run_json(training.start_run(wb, req))
 
     @r.get("/runs")
