@@ -10,6 +10,9 @@ LLAMA_STAMP := $(VENV)/.forgeloop-llama
 LLAMA_CPP ?= llama-cpp-python==0.3.36
 ARGS ?=
 PYTEST_ARGS ?=
+# CI installs once on a fresh machine: a pip cache there only doubles the ~7 GB of torch
+# wheels on disk.
+PIP_INSTALL := $(PY) -m pip install --quiet $(if $(CI),--no-cache-dir,)
 
 .PHONY: run test install install-dev browser golang llama lint bench clean-venv
 
@@ -18,11 +21,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(APP_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@ $(APP_STAMP)
 
 install: $(APP_STAMP)

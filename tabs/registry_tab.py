@@ -6,7 +6,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from app.arena.leaderboard import leaderboard_cache
 from app.core.workbench import Workbench
+from app.evals.scores import latest_scores_in, score_text
 from app.inference.chat_engines import chat_cache
 from app.inference.remote_engines import ollama_health
 from app.models import export, hub, registry
@@ -25,10 +27,17 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
     loaded = {e["model_id"] for e in chat_cache(wb).loaded()}
+    with wb.session() as s:
+        found = latest_scores_in(s, [m.id for m in models])
+    board = leaderboard_cache(wb).get().table
+    rated = {r.model: f"{r.rating:.0f} [{r.lower:.0f}, {r.upper:.0f}]" for r in board.itertuples() if r.votes}
     rows = [
         {"id": m.id, "name": m.name, "kind": m.kind, "parent": names.get(m.parent_id, ""),
          "run": m.run_id or "", "arena": "yes" if m.in_arena else "",
          "loaded": "yes" if m.id in loaded else "",
+         "rating": rated.get(m.name, ""),
+         "gate": ((m.meta or {}).get("gate") or {}).get("status", ""),
+         "eval scores": "; ".join(score_text(x) for x in found[m.id]),
          "template": m.template,
          "tags": ", ".join((m.meta or {}).get("tags", []))
          + (" (archived)" if registry.is_archived(m) else ""),
@@ -36,8 +45,8 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
          + (m.adapter_path.split(",")[-1] if m.adapter_path else m.base_path)}
         for m in models
     ]
-    return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "template",
-                                       "tags", "where"])
+    return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "rating",
+                                       "gate", "eval scores", "template", "tags", "where"])
 
 
 def token_text(wb: Workbench) -> str:

@@ -202,6 +202,11 @@ def test_gates_scores_and_waiving_through_rest_and_gradio(tmp_path, stub):
             waived = client.predict(beta.id, "answers differ by design", api_name="/waive_eval_gate")
             assert waived.startswith("**Gate: waived**") and "answers differ by design" in waived
             assert c.get(f"/api/evals/gates/{beta.id}").json()["gate"]["status"] == "waived"
+            _, table = client.predict(beta.id, api_name="/arena_on")  # the Registry's table
+            cols = table["headers"]
+            row = next(r for r in table["data"] if r[cols.index("id")] == beta.id)
+            assert row[cols.index("gate")] == "waived" and row[cols.index("arena")] == "yes"
+            assert row[cols.index("eval scores")] == "gated v1: 0.00 [0.00, 0.66] of 2"
             assert "No gates" in client.predict(suite["id"], api_name="/remove_eval_gate")
             assert "`gated` (margin 0.10)" in client.predict(suite["id"], 0.1, api_name="/set_eval_gate")
             assert c.post(f"/api/evals/gates/{alpha.id}/waive", json={}).status_code == 404  # no gate
