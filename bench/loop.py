@@ -60,6 +60,8 @@ def main() -> None:
     print(f"child  pass rate {figures['child_rate']:.3f} [{lo:.3f}, {hi:.3f}]  (z = {figures['z']:.2f})")
     print(f"child vs parent, oracle-judged: win rate {pw['rate']:.3f} [{pw['low']:.3f}, {pw['high']:.3f}] "
           f"({pw['wins']} wins, {pw['losses']} losses, {pw['ties']} ties counted half)")
+    print(f"gate (says-is, margin 0): {figures['gate']} — {figures['gate_reason']}; "
+          f"child in the arena: {figures['child_in_arena']}")
     print("wall time per stage (s):", json.dumps(figures["timings"]),
           f"total {time.monotonic() - started:.0f}")
 

@@ -6,9 +6,9 @@ fine-tuned on part of the shipped SFT sample, about half of whose answers are bu
 way, so the parent shows the property about half of the time when sampling. Then, exactly
 as a user would: self-battles of the parent (two samples each) in the arena, the oracle's votes,
 a DPO snapshot of the votes, the training request "Train on these votes" pre-fills (no
-hand-tuned overrides), and an eval suite whose check is the oracle's rule, run on parent
-and child with the same seeds. ``tests/test_loop_round.py`` asserts on the figures and
-``bench/loop.py`` prints them.
+hand-tuned overrides), and a gated eval suite whose check is the oracle's rule, which runs
+by itself on child and parent with the same seeds once the child is registered.
+``tests/test_loop_round.py`` asserts on the figures and ``bench/loop.py`` prints them.
 """
 
 from __future__ import annotations
@@ -100,6 +100,14 @@ def run_round(client, wb, starter_dir: Path, samples: int = 4) -> dict[str, Any]
     parent_id = _wait_run(client, r.json()["id"])["output_model_id"]
     timings["parent_sft_s"] = time.monotonic() - clock
 
+    # The oracle's rule as an eval suite on held-out prompts, gated: a child that falls below
+    # its parent on it stays out of the arena.
+    suite = client.post("/api/evals/suites", json={"name": "says-is", "prompts": held_out,
+                                                   "checks": [CHECK], "samples": samples, "seed": 7,
+                                                   **SAMPLING}).json()
+    r = client.put(f"/api/evals/suites/{suite['id']}/gate", json={"margin": 0.0})
+    assert r.status_code == 200, r.text
+
     # Arena: the parent against itself, the oracle voting through the API.
     clock, votes = time.monotonic(), {"a": 0, "b": 0, "tie": 0, "both_bad": 0}
     for i in range(BATTLES):
@@ -127,21 +135,17 @@ def run_round(client, wb, starter_dir: Path, samples: int = 4) -> dict[str, Any]
     child_id = child_run["output_model_id"]
     timings["dpo_s"] = time.monotonic() - clock
 
-    # The oracle's rule as an eval suite, parent and child answering with the same seeds.
+    # The gated suite ran by itself once the child was registered, on the child and on the
+    # parent (which had no score on it), with the same seeds.
     clock = time.monotonic()
-    suite = client.post("/api/evals/suites", json={"name": "says-is", "prompts": held_out,
-                                                   "checks": [CHECK], "samples": samples, "seed": 7,
-                                                   **SAMPLING}).json()
-    eval_ids = {}
+    results, eval_runs = {}, {}
     for role, model_id in (("parent", parent_id), ("child", child_id)):
-        r = client.post("/api/evals/runs", json={"suite_id": suite["id"], "model_id": model_id})
-        assert r.status_code == 202, r.text
-        eval_ids[role] = r.json()["id"]
-    results = {}
-    for role, run_id in eval_ids.items():
-        _wait_eval(client, run_id)
-        results[role] = client.get(f"/api/evals/runs/{run_id}/results").json()
+        (found,) = client.get("/api/evals/runs", params={"model_id": model_id}).json()
+        eval_runs[role] = _wait_eval(client, found["id"])
+        results[role] = client.get(f"/api/evals/runs/{found['id']}/results").json()
     timings["eval_s"] = time.monotonic() - clock
+    gate = client.get(f"/api/evals/gates/{child_id}").json()["gate"]
+    in_arena = client.get(f"/api/models/{child_id}").json()["in_arena"]
 
     parent_pass = sum(x["passed"] for x in results["parent"])
     child_pass = sum(x["passed"] for x in results["child"])
@@ -159,5 +163,7 @@ def run_round(client, wb, starter_dir: Path, samples: int = 4) -> dict[str, Any]
         "answers_per_model": n, "parent_rate": parent_pass / n, "child_rate": child_pass / n,
         "parent_interval": wilson(parent_pass, n), "child_interval": wilson(child_pass, n),
         "z": two_proportion_z(parent_pass, n, child_pass, n), "pairwise": pairwise,
+        "gate": gate["status"], "gate_reason": gate["reason"], "child_in_arena": in_arena,
+        "eval_run_ids": {k: v["id"] for k, v in eval_runs.items()},
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }

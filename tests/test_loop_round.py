@@ -1,8 +1,8 @@
 """The product's claim, tested: one round of votes → DPO makes the model better, by a margin
 chance cannot explain. Through the REST API with an oracle voter (tests/loop_proof.py):
 parent → 200 self-battles and the oracle's votes → DPO snapshot → the pre-filled,
-schedule-sized DPO run, unchanged → an eval suite of the oracle's rule on held-out prompts,
-parent and child answering with the same seeds."""
+schedule-sized DPO run, unchanged → a gated eval suite of the oracle's rule on held-out
+prompts, run by itself on child and parent with the same seeds → the child joins the arena."""
 
 import math
 
@@ -40,3 +40,6 @@ def test_a_round_of_votes_makes_a_measurably_better_model(tmp_path, starter_dir)
     assert f["z"] > 3.1 and f["child_interval"][0] > f["parent_interval"][1]
     # and the child beats the parent, oracle-judged, with the 95% interval above one half
     assert f["pairwise"]["low"] > 0.5 and f["pairwise"]["wins"] > f["pairwise"]["losses"]
+    # the gated suite ran by itself after the DPO run, and the child passed into the arena
+    assert f["gate"] == "passed" and f["child_in_arena"], f["gate_reason"]
+    assert "says-is: held at" in f["gate_reason"]
