@@ -57,7 +57,25 @@ class Form:
     advanced: gr.Code
     evals: gr.Dropdown
     eval_judge: gr.Dropdown
+    plan: gr.Button
     start: gr.Button
+
+
+def plan_markdown(preview: dict) -> str:
+    """The memory plan before a run: the micro-batch chosen and why, the estimate by part."""
+    mem = preview["memory"]
+    lines = [f"**Plan:** {mem['reason']}."]
+    if mem.get("estimate"):
+        parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**30:.2f} GiB" for k, v in mem["estimate"].items()
+                          if k not in ("total", "trainable_params") and v)
+        lines.append(f"Estimated memory per device: **{mem['estimate']['total'] / 2**30:.2f} GiB** ({parts}; "
+                     f"{mem['estimate']['trainable_params']:,} trainable parameters).")
+    cfg = preview["config"]
+    lines.append(f"Micro-batch {cfg.get('per_device_train_batch_size')} × accumulation "
+                 f"{cfg.get('gradient_accumulation_steps')}, cutoff {cfg.get('cutoff_len')} tokens, "
+                 + ("bf16" if cfg.get("bf16") else "fp16" if cfg.get("fp16") else "fp32")
+                 + (f", GPUs {', '.join(map(str, preview['gpus']))}" if preview["gpus"] else ", CPU") + ".")
+    return "\n\n".join(lines)
 
 
 def suite_names(wb: Workbench) -> list[str]:
@@ -85,9 +103,11 @@ def build_form(wb: Workbench, recipes: dict[str, training.Recipe]) -> Form:
         evals = gr.Dropdown(suite_names(wb), multiselect=True, scale=3,
                             label="Evaluate when done (none picked: the recipe's; gated suites always run)")
         eval_judge = gr.Dropdown(model_choices(wb), label="Judge for rubric checks (optional)", scale=2)
-    start = gr.Button("Start training", variant="primary")
+    with gr.Row():
+        plan = gr.Button("Check the plan (memory, batch)")
+        start = gr.Button("Start training", variant="primary")
     return Form(recipe, about, model, data, name, fields, val_size, gpus, deepspeed, advanced, evals,
-                eval_judge, start)
+                eval_judge, plan, start)
 
 
 @dataclass
@@ -96,6 +116,7 @@ class Monitor:
     cancel: gr.Button
     resume: gr.Button
     rerun: gr.Button
+    half: gr.Button
     delete: gr.Button
     progress: gr.HTML
     plot: gr.LinePlot
@@ -112,6 +133,7 @@ def build_monitor(wb: Workbench) -> Monitor:
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
         rerun = gr.Button("Re-run with edits")
+        half = gr.Button("Re-run at half the micro-batch")
         delete = gr.Button("Delete")
     progress = gr.HTML()
     plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, visible=False)
@@ -121,7 +143,7 @@ def build_monitor(wb: Workbench) -> Monitor:
     gpu_memory = gr.Markdown()
     log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
     runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
-    return Monitor(watch, cancel, resume, rerun, delete, progress, plot, command, tensorboard,
+    return Monitor(watch, cancel, resume, rerun, half, delete, progress, plot, command, tensorboard,
                    gpu_memory, log, runs)
 
 
@@ -156,9 +178,8 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
             return (recipe.description, gr.update(choices=model_choices(wb)),
                     gr.update(choices=dataset_choices(wb, recipe.stage), value=[]), *values)
 
-        @user_errors
-        def on_start(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, evals, judge,
-                     *values):
+        def form_request(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, evals, judge,
+                         *values) -> training.TrainRequest:
             if model_id is None:
                 raise gr.Error("choose a model to start from")
             recipe = recipes[recipe_name]
@@ -170,16 +191,24 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
                     overrides[key] = int(value) if float(value).is_integer() and key != "learning_rate" \
                         else float(value)
             overrides.update(parse_advanced(advanced))
-            req = training.TrainRequest(
+            return training.TrainRequest(
                 recipe=recipe_name, model_id=int(model_id),
                 dataset_ids=[int(i) for i in dataset_ids or []], name=(name or "").strip() or None,
                 overrides=overrides, gpus=[int(g) for g in gpus or []], deepspeed=ds or None,
                 val_size=float(val_size or 0), eval_suites=list(evals) if evals else None,
                 eval_judge_id=int(judge) if judge is not None else None,
             )
-            run = training.start_run(wb, req)
-            return (f"Queued run **{run.name}**.", gr.update(choices=run_choices(wb), value=run.id),
-                    runs_frame(wb))
+
+        @user_errors
+        def on_start(*form_values):
+            run = training.start_run(wb, form_request(*form_values))
+            plan = training.run_memory(run).get("reason")
+            return (f"Queued run **{run.name}**." + (f" {plan[0].upper()}{plan[1:]}." if plan else ""),
+                    gr.update(choices=run_choices(wb), value=run.id), runs_frame(wb))
+
+        @user_errors
+        def on_plan(*form_values):
+            return plan_markdown(training.preview_run(wb, form_request(*form_values)))
 
         def on_tick(run_id, shown):
             """Refresh the live view; the plot only when it has new points (no flicker)."""
@@ -217,6 +246,13 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
             return refresh_runs(f"Resuming **{run.name}** from its newest checkpoint.")
 
         @user_errors
+        def on_half(run_id):
+            run = training.rerun_half_batch(wb, _need(run_id))
+            return (f"Queued **{run.name}** at micro-batch {run.config['per_device_train_batch_size']} × "
+                    f"accumulation {run.config['gradient_accumulation_steps']}.",
+                    gr.update(choices=run_choices(wb), value=run.id), runs_frame(wb))
+
+        @user_errors
         def on_delete(run_id):
             run = training.get_run(wb, _need(run_id))
             training.delete_run(wb, run.id)
@@ -246,10 +282,12 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
         inputs = [form.recipe, form.model, form.data, form.name, form.val_size, form.gpus,
                   form.deepspeed, form.advanced, form.evals, form.eval_judge, *form.fields.values()]
         form.start.click(on_start, inputs, [status, mon.watch, mon.runs], api_name="start_training")
+        form.plan.click(on_plan, inputs, status, api_name="plan_training")
         manage = [status, mon.watch, mon.runs]
         mon.cancel.click(on_cancel, mon.watch, manage, api_name="cancel_run")
         mon.resume.click(on_resume, mon.watch, manage, api_name="resume_run")
         mon.delete.click(on_delete, mon.watch, manage, api_name="delete_run")
+        mon.half.click(on_half, mon.watch, manage, api_name="rerun_half_batch")
         mon.rerun.click(on_load, mon.watch, [*prefill_outputs(form), form.name, form.val_size, form.gpus,
                                              form.deepspeed, status], show_api=False)
         views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.log, mon.runs,

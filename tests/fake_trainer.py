@@ -1,5 +1,5 @@
 """A stand-in for ``llamafactory-cli train`` in job-runner tests: it takes seconds, not a
-model. ``python tests/fake_trainer.py OUTPUT_DIR STEPS DELAY [ok|fail|eval]``.
+model. ``python tests/fake_trainer.py OUTPUT_DIR STEPS DELAY [ok|fail|eval|oom]``.
 
 Like LLaMA-Factory it appends one ``trainer_log.jsonl`` record per step, stops at the next
 step on SIGABRT (or SIGTERM) and still saves its "adapter", and writes
@@ -43,6 +43,11 @@ print(f"ran {done} of {steps} steps", flush=True)
 if mode == "fail":
     print("Traceback (most recent call last):\nRuntimeError: the fake trainer failed", flush=True)
     sys.exit(3)
+if mode == "oom":  # the last lines torch prints when a CUDA allocation fails
+    print("Traceback (most recent call last):\n  File \"trainer.py\", line 1, in training_step\n"
+          "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+          "capacity of 79.19 GiB of which 1.06 GiB is free.", flush=True)
+    sys.exit(1)
 (out / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
 results = {"train_loss": 1 / max(done, 1), "epoch": 1.0}
 if mode == "eval":

@@ -27,6 +27,7 @@ from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, tool_path
 from app.core.progress_log import TRAINER_LOG, ProgressTail, log_tail, summarise
 from app.core.tables import Dataset, EvalSuite, Job, ModelVersion, Run
 from app.models.registry import check_model_files, get_model, model_system_prompt
+from app.train import memory
 from app.train.overrides import validate_overrides
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class RunPlan:
     recipe: Recipe
     model: ModelVersion
     datasets: list[Dataset]
+    # The memory estimate and the micro-batch chosen, with the reason (app/train/memory.py).
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 def build_config(
@@ -215,12 +218,13 @@ def plan_run(
             raise InvalidInput("QLoRA needs the bitsandbytes package: pip install bitsandbytes")
     if cfg.get("deepspeed") and len(gpus) < 1:
         raise InvalidInput("DeepSpeed needs at least one CUDA GPU")
+    fitted = memory.fit_batch(cfg, memory.read_shape(model.base_path), gpus, req.overrides or {})
     env: dict[str, str] = {"TENSORBOARD_LOGGING_DIR": str(run_folder / "tensorboard")}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g.index) for g in gpus)
     if len(gpus) > 1:
         env["FORCE_TORCHRUN"] = "1"  # one process per GPU through torchrun
-    return RunPlan(cfg, env, tuple(g.index for g in gpus), recipe, model, datasets)
+    return RunPlan(cfg, env, tuple(g.index for g in gpus), recipe, model, datasets, fitted)
 
 
 def _default_run_name(model: ModelVersion, recipe: Recipe) -> str:
@@ -256,6 +260,7 @@ def start_run(wb: Workbench, req: TrainRequest) -> Run:
                   "adapter": model.adapter_path},
         "datasets": [{"id": d.id, "name": d.name, "sha256": d.sha256} for d in datasets],
         "env": plan.env,
+        "memory": plan.memory,
     }
     (folder / "snapshot.json").write_text(json.dumps(snapshot, indent=2))
     run = Run(
@@ -383,6 +388,30 @@ def _drop_progress_after(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def rerun_half_batch(wb: Workbench, run_id: int) -> Run:
+    """A new run like ``run_id`` at half its micro-batch and twice its accumulation (after
+    the GPU ran out of memory)."""
+    old = get_run(wb, run_id)
+    if old.status in ("queued", "starting", "running"):
+        raise Conflict(f"run {old.name!r} is {old.status}; cancel it first")
+    return rerun(wb, run_id, overrides=memory.halved(old.config))
+
+
+def preview_run(wb: Workbench, req: TrainRequest) -> dict[str, Any]:
+    """What starting ``req`` would do, without starting it: the YAML, the environment, the
+    GPUs and the memory plan (raises what starting would raise)."""
+    plan = plan_run(wb, req, wb.settings.runs_dir / (req.name or "preview"))
+    return {"config": plan.config, "env": plan.env, "gpus": list(plan.gpus), "memory": plan.memory}
+
+
+def run_memory(run: Run) -> dict[str, Any]:
+    """The memory plan a run was started with (from its snapshot; empty for older runs)."""
+    try:
+        return json.loads((run_dir(run) / "snapshot.json").read_text()).get("memory") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def rerun(wb: Workbench, run_id: int, name: str | None = None, **changes: Any) -> Run:
     """Start a new run from an earlier run's request, with ``changes`` applied
     (``overrides`` are merged into the earlier overrides)."""
@@ -477,6 +506,11 @@ def finish_training(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> No
         job.error = f"the trainer exited without saving a model in {out}"
     else:
         default_finish(wb, s, job, outcome)
+        if job.status == "failed" and memory.out_of_memory(log_tail(Path(job.log_path), 60)):
+            mb = run.config.get("per_device_train_batch_size", 1)
+            job.error = (f"The GPU ran out of memory at micro-batch {mb}. Re-run at half the micro-batch "
+                         "(the effective batch stays the same), or use LoRA/QLoRA or a shorter cutoff_len."
+                         "\n\n" + (job.error or ""))
     s.add(run)
 
 
@@ -555,5 +589,6 @@ def run_view(wb: Workbench, run_id: int) -> dict[str, Any]:
         "command": shell_command(run),
         "metrics": run.metrics,
         "output_model_id": run.output_model_id,
+        "memory": run_memory(run),
     })
     return view

@@ -45,18 +45,25 @@ def training_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIR
     """The routes, each needing ``dependencies`` (the login check with --auth)."""
     r = APIRouter(prefix="/api", dependencies=list(dependencies))
 
-    @r.post("/train/{stage}", status_code=201)
-    def train(stage: str, body: TrainBody):
+    def request(stage: str, body: TrainBody) -> training.TrainRequest:
         if stage not in DEFAULT_RECIPES:
             raise NotFound(f"unknown stage {stage!r}; use {', '.join(DEFAULT_RECIPES)}")
         recipe = body.recipe or DEFAULT_RECIPES[stage]
         if training.get_recipe(recipe).stage != stage:
             raise InvalidInput(f"recipe {recipe!r} is not a {stage} recipe")
-        req = training.TrainRequest(recipe=recipe, model_id=body.model_id, dataset_ids=body.dataset_ids,
-                                    name=body.name, overrides=body.overrides, gpus=body.gpus,
-                                    deepspeed=body.deepspeed, val_size=body.val_size,
-                                    eval_suites=body.eval_suites, eval_judge_id=body.eval_judge_id)
-        return run_json(training.start_run(wb, req))
+        return training.TrainRequest(recipe=recipe, model_id=body.model_id, dataset_ids=body.dataset_ids,
+                                     name=body.name, overrides=body.overrides, gpus=body.gpus,
+                                     deepspeed=body.deepspeed, val_size=body.val_size,
+                                     eval_suites=body.eval_suites, eval_judge_id=body.eval_judge_id)
+
+    @r.post("/train/{stage}", status_code=201)
+    def train(stage: str, body: TrainBody):
+        return run_json(training.start_run(wb, request(stage, body)))
+
+    @r.post("/train/{stage}/plan")
+    def plan(stage: str, body: TrainBody):
+        """What starting this run would do (YAML, GPUs, memory plan), without starting it."""
+        return training.preview_run(wb, request(stage, body))
 
     @r.get("/runs")
     def runs():
@@ -71,6 +78,10 @@ def training_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIR
     @r.post("/runs/{run_id}/cancel")
     def cancel(run_id: int):
         return run_json(training.cancel_run(wb, run_id))
+
+    @r.post("/runs/{run_id}/rerun_half_batch", status_code=201)
+    def rerun_half_batch(run_id: int):
+        return run_json(training.rerun_half_batch(wb, run_id))
 
     @r.get("/experiments")
     def experiments():
