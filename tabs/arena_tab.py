@@ -261,7 +261,9 @@ def _count_text(wb: Workbench) -> str:
 
     return (f"Live preference data: **{c['votes']}** votes, **{c['dpo_pairs']}** DPO pairs ready, "
             f"{c['flagged']} flagged (excluded by default). Votes each option uses: DPO {share('dpo')} · "
-            f"KTO {share('kto')} · every vote {share('every_vote')}.")
+            f"KTO {share('kto')} · every vote {share('every_vote')}."
+            + (f" {u['held_out']} votes are on held-out eval prompts and never trained on."
+               if u["held_out"] else ""))
 
 
 def build_exports(wb: Workbench, on_train) -> None:

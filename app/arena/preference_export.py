@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlmodel import select
 
+from app.arena.held_out import first_prompt, held_out_prompts
 from app.core.errors import InvalidInput
 from app.core.tables import Dataset, ModelVersion
 from app.data.datasets import prepare_rows, register_rows
@@ -31,6 +32,8 @@ class VoteFilter:
     # Only models with at least this many valid votes in total.
     min_votes: int = 0
     include_flagged: bool = False
+    # Votes on prompts a held-out eval suite reserved are kept out unless asked.
+    include_held_out: bool = False
 
 
 @dataclass
@@ -89,6 +92,7 @@ def select_votes(wb: Workbench, flt: VoteFilter | None = None) -> list[VoteRow]:
         raw = conn.execute(VOTES_SQL).all()
     since, until = _utc_naive(flt.since), _utc_naive(flt.until)
     allowed = set(flt.model_ids) if flt.model_ids else None
+    held = set() if flt.include_held_out else held_out_prompts(wb)
     rows = []
     for vid, choice, flags, at, messages, a_text, b_text, a, b in raw:
         flags = _json(flags) or []
@@ -100,9 +104,11 @@ def select_votes(wb: Workbench, flt: VoteFilter | None = None) -> list[VoteRow]:
                 continue
         if allowed is not None and not (a in allowed and b in allowed):
             continue
+        parsed = _json(messages)
+        if held and first_prompt(parsed) in held:
+            continue
         msg_json = messages if isinstance(messages, str) else json.dumps(messages)
-        rows.append(VoteRow(vid, choice, flags, _json(messages), a_text, b_text, a, b,
-                            {"messages_json": msg_json}))
+        rows.append(VoteRow(vid, choice, flags, parsed, a_text, b_text, a, b, {"messages_json": msg_json}))
     if flt.min_votes > 0:
         per_model: dict[int, int] = {}
         for r in rows:
@@ -185,7 +191,7 @@ def _snapshot(wb: Workbench, kind: str, fmt: str, rows: list[dict], vote_ids: li
         "filter": {"since": flt.since.isoformat() if flt.since else None,
                    "until": flt.until.isoformat() if flt.until else None,
                    "model_ids": flt.model_ids, "min_votes": flt.min_votes,
-                   "include_flagged": flt.include_flagged},
+                   "include_flagged": flt.include_flagged, "include_held_out": flt.include_held_out},
     }
     return register_rows(wb, name or f"votes-{kind}-{prepared.sha256[:8]}", kind, prepared,
                          source="votes", meta=meta)
@@ -208,12 +214,16 @@ def build_kto_dataset(wb: Workbench, name: str | None = None, flt: VoteFilter | 
 
 def vote_usage(wb: Workbench, flt: VoteFilter | None = None) -> dict[str, Any]:
     """How many of the matching votes each kind of training data would use: DPO takes
-    only decisive votes, KTO adds both-bad ones, "every vote" (KTO with ties as good) all."""
+    only decisive votes, KTO adds both-bad ones, "every vote" (KTO with ties as good) all;
+    ``held_out`` counts the votes on held-out eval prompts, which none uses."""
+    flt = flt or VoteFilter()
     with _gc_paused():
         total = len(select_votes(wb, flt))
+        every = total if flt.include_held_out else len(select_votes(wb, replace(flt, include_held_out=True)))
+        reserved = every - total
         options = {"dpo": preference_rows(wb, flt), "kto": kto_rows(wb, flt),
                    "every_vote": kto_rows(wb, flt, ties="good")}
-    return {"votes": total, **{
+    return {"votes": total, "held_out": reserved, **{
         key: {"examples": len(rows), "votes_used": len(ids),
               "fraction": round(len(ids) / total, 4) if total else 0.0}
         for key, (rows, ids) in options.items()}}
@@ -232,7 +242,7 @@ def export_trl_jsonl(wb: Workbench, path: Path, flt: VoteFilter | None = None) -
 
 def live_counts(wb: Workbench) -> dict[str, int]:
     """How the live preference data stands: every vote, the flagged ones, usable pairs."""
-    all_votes = select_votes(wb, VoteFilter(include_flagged=True))
+    all_votes = select_votes(wb, VoteFilter(include_flagged=True, include_held_out=True))
     pairs, _ = preference_rows(wb)
     return {"votes": len(all_votes), "flagged": sum(1 for v in all_votes if v.flags),
             "dpo_pairs": len(pairs)}

@@ -61,6 +61,7 @@ class SuiteRequest:
     checks: list[dict[str, Any]] = field(default_factory=list)  # suite-wide
     sampling: Sampling = field(default_factory=Sampling)
     dataset_id: int | None = None  # its prompts, after the given ones
+    source: str | None = None  # where the prompts came from, when not pasted or a dataset's
 
 
 def parse_prompts(text: str) -> list[str]:
@@ -103,7 +104,7 @@ def save_suite(wb: Workbench, req: SuiteRequest) -> EvalSuite:
     with wb.write_lock, wb.session() as s:
         last = s.exec(select(func.max(EvalSuite.version)).where(EvalSuite.name == name)).one()
         suite = EvalSuite(name=name, version=(last or 0) + 1, prompts=prompts, checks=suite_checks,
-                          sampling=req.sampling.as_dict(), source=source)
+                          sampling=req.sampling.as_dict(), source=req.source or source)
         s.add(suite)
         s.commit()
         s.refresh(suite)

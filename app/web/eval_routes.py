@@ -12,7 +12,7 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.evals import gates, results, runs, scores, suites
+from app.evals import gates, heldout, results, runs, scores, suites
 from app.evals.suites import Sampling, SuiteRequest
 
 if TYPE_CHECKING:
@@ -61,6 +61,28 @@ class RunBody(BaseModel):
     judge_model_id: int | None = None  # pairwise and rubric checks
 
 
+class HeldOutBody(BaseModel):
+    name: str
+    seed: int = 0  # draws the prompts: the same seed draws the same ones
+    checks: list[CheckBody] = []
+    samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+    sampling_seed: int | None = None
+
+    def sampling(self) -> Sampling:
+        return Sampling(self.samples, self.temperature, self.max_new_tokens, self.sampling_seed)
+
+
+class FromBattlesBody(HeldOutBody):
+    limit: int = 100
+
+
+class FromDatasetBody(HeldOutBody):
+    dataset_id: int
+    count: int
+
+
 class GateBody(BaseModel):
     margin: float | None  # a pass-rate drop allowed below the parent; null removes the gate
 
@@ -88,6 +110,20 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     def new_version(suite_id: int, body: SuiteFields):
         suites.get_suite(wb, suite_id)  # an unknown suite is a 404 before the body is judged
         return suites.suite_json(suites.edit_suite(wb, suite_id, body.request("")))
+
+    @r.post("/suites/from_battles", status_code=201)
+    def suite_from_battles(body: FromBattlesBody):
+        suite = heldout.suite_from_battles(wb, body.name, body.limit, body.seed,
+                                           [c.model_dump() for c in body.checks], body.sampling())
+        return suites.suite_json(suite)
+
+    @r.post("/suites/from_dataset", status_code=201)
+    def suite_from_dataset(body: FromDatasetBody):
+        checks = [c.model_dump() for c in body.checks]
+        suite, train = heldout.suite_from_dataset_split(wb, body.dataset_id, body.name, body.count, body.seed,
+                                                        checks, body.sampling())
+        return {"suite": suites.suite_json(suite),
+                "train_dataset": {"id": train.id, "name": train.name, "rows": train.num_rows}}
 
     @r.put("/suites/{suite_id}/gate")
     def set_gate(suite_id: int, body: GateBody):
