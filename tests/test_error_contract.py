@@ -44,7 +44,8 @@ API_PATHS |= {"/api/datasets/{dataset_id}/quality/jobs", "/api/datasets/{dataset
 API_PATHS |= {"/api/evals/suites", "/api/evals/suites/{suite_id}", "/api/evals/suites/{suite_id}/versions",
               "/api/evals/runs", "/api/evals/runs/{run_id}", "/api/evals/runs/{run_id}/cancel",
               "/api/evals/runs/{run_id}/results", "/api/evals/compare", "/api/evals/export"}
-API_PATHS |= {"/api/evals/suites/from_battles", "/api/evals/suites/from_dataset"}
+API_PATHS |= {"/api/evals/suites/from_battles", "/api/evals/suites/from_dataset",
+              "/api/evals/loop_report/{model_id}", "/api/evals/loop_report/{model_id}/export"}
 API_PATHS |= {"/api/train/{stage}/plan", "/api/runs/{run_id}/rerun_half_batch"}
 API_PATHS |= {"/api/evals/scores/{model_id}", "/api/evals/suites/{suite_id}/gate", "/api/evals/gates",
               "/api/evals/gates/{model_id}", "/api/evals/gates/{model_id}/waive"}

@@ -12,7 +12,7 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.evals import gates, heldout, results, runs, scores, suites
+from app.evals import gates, heldout, loop_report, results, runs, scores, suites
 from app.evals.suites import Sampling, SuiteRequest
 
 if TYPE_CHECKING:
@@ -170,6 +170,16 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     @r.get("/scores/{model_id}")
     def model_scores(model_id: int):
         return scores.latest_scores(wb, model_id)
+
+    @r.get("/loop_report/{model_id}")
+    def get_loop_report(model_id: int):
+        return loop_report.loop_report(wb, model_id)
+
+    @r.get("/loop_report/{model_id}/export")
+    def export_loop_report(model_id: int):
+        path = loop_report.export_loop_report(wb, model_id)
+        return Response(path.read_bytes(), media_type="application/zip",
+                        headers={"content-disposition": f'attachment; filename="{path.name}"'})
 
     @r.get("/compare")
     def compare(run_ids: RunIds):
