@@ -12,6 +12,7 @@ from app.core.workbench import Workbench
 from app.data.quality_jobs import CLEAN_KIND, QUALITY_KIND
 from app.datagen.self_instruct_jobs import SELFINSTRUCT_KIND
 from app.evals.auto_eval import TRAIN_WITH_EVALS_KIND
+from app.evals.reference import REFERENCE_KIND
 from app.evals.runs import EVAL_KIND
 from app.models.deploy import DEPLOY_KIND
 from app.models.export import GGUF_KIND, MERGE_KIND
@@ -21,7 +22,8 @@ from app.models.registry import STARTER_KIND
 # Training is registered with its follow-up evals and gate (the train layer sits below evals).
 JOB_KINDS: tuple[JobKind, ...] = (TRAIN_WITH_EVALS_KIND, STARTER_KIND, MERGE_KIND, GGUF_KIND,
                                   DEPLOY_KIND, HUB_PUSH_KIND, HUB_PULL_KIND, JUDGE_KIND,
-                                  SELFINSTRUCT_KIND, QUALITY_KIND, CLEAN_KIND, EVAL_KIND)
+                                  SELFINSTRUCT_KIND, QUALITY_KIND, CLEAN_KIND, EVAL_KIND,
+                                  REFERENCE_KIND)
 
 
 def open_workbench(settings: Settings, start_jobs: bool = True) -> Workbench:

@@ -14,6 +14,7 @@ from tabs.common import dataset_choices, follow_job, model_choices, progress_htm
 from tabs.eval_gates import build_gates
 from tabs.eval_heldout import SuiteForm, build_heldout
 from tabs.eval_loop_report import build_loop_report
+from tabs.eval_reference import build_reference
 
 CHECK_HELP = ("One check a line, applied to every prompt: `contains: text`, `not_contains: text`, "
               "`regex: pattern`, `equals: text`, `valid_json`, `max_length: 200` (characters), "
@@ -108,6 +109,7 @@ def build(wb: Workbench) -> gr.Tab:
             matrix = gr.HTML(elem_id="eval-matrix")
         gate_model = build_gates(wb, suite)
         loop_model = build_loop_report(wb)
+        ref_model, ref_data = build_reference(wb)
         split_data = build_heldout(wb, SuiteForm(name, check_text, samples, temperature, max_tokens, seed),
                                    suite_status, suite, lambda: suite_choices(wb))
 
@@ -161,9 +163,11 @@ def build(wb: Workbench) -> gr.Tab:
             """Models and suites made elsewhere since the page loaded (on opening the tab, not on
             each picker's focus: a list re-rendered under the pointer loses the click)."""
             models = gr.update(choices=model_choices(wb))
-            return (gr.update(choices=suite_choices(wb)), models, models, models, models, models,
-                    gr.update(choices=dataset_choices(wb)), gr.update(choices=dataset_choices(wb, "sft")))
+            data = gr.update(choices=dataset_choices(wb))
+            return (gr.update(choices=suite_choices(wb)), models, models, models, models, models, models,
+                    data, gr.update(choices=dataset_choices(wb, "sft")), data)
 
-        pickers = [suite, model_a, model_b, judge, gate_model, loop_model, dataset, split_data]
+        pickers = [suite, model_a, model_b, judge, gate_model, loop_model, ref_model, dataset, split_data,
+                   ref_data]
         tab.select(refresh, None, pickers, show_api=False)
     return tab

@@ -45,7 +45,9 @@ API_PATHS |= {"/api/evals/suites", "/api/evals/suites/{suite_id}", "/api/evals/s
               "/api/evals/runs", "/api/evals/runs/{run_id}", "/api/evals/runs/{run_id}/cancel",
               "/api/evals/runs/{run_id}/results", "/api/evals/compare", "/api/evals/export"}
 API_PATHS |= {"/api/evals/suites/from_battles", "/api/evals/suites/from_dataset",
-              "/api/evals/loop_report/{model_id}", "/api/evals/loop_report/{model_id}/export"}
+              "/api/evals/loop_report/{model_id}", "/api/evals/loop_report/{model_id}/export",
+              "/api/evals/reference", "/api/evals/reference/{reference_id}",
+              "/api/evals/reference/{reference_id}/cancel"}
 API_PATHS |= {"/api/train/{stage}/plan", "/api/runs/{run_id}/rerun_half_batch"}
 API_PATHS |= {"/api/evals/scores/{model_id}", "/api/evals/suites/{suite_id}/gate", "/api/evals/gates",
               "/api/evals/gates/{model_id}", "/api/evals/gates/{model_id}/waive"}

@@ -297,3 +297,18 @@ class EvalGate(SQLModel, table=True):
     suite_name: str = Field(primary_key=True)
     margin: float = 0.05
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReferenceEval(SQLModel, table=True):
+    """LLaMA-Factory's own metrics of a version on a dataset: eval loss and perplexity, or
+    BLEU-4 and ROUGE of generated answers. ``metrics`` stays empty unless the job succeeded."""
+
+    __tablename__ = "reference_evals"
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="models.id", index=True)
+    dataset_id: int = Field(foreign_key="datasets.id", index=True)
+    metric: str = "loss"  # loss | generation
+    max_samples: int = 200
+    job_id: int | None = Field(default=None, foreign_key="jobs.id")
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)

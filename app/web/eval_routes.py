@@ -12,7 +12,7 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from app.evals import gates, heldout, loop_report, results, runs, scores, suites
+from app.evals import gates, heldout, loop_report, reference, results, runs, scores, suites
 from app.evals.suites import Sampling, SuiteRequest
 
 if TYPE_CHECKING:
@@ -81,6 +81,14 @@ class FromBattlesBody(HeldOutBody):
 class FromDatasetBody(HeldOutBody):
     dataset_id: int
     count: int
+
+
+class ReferenceBody(BaseModel):
+    model_id: int
+    dataset_id: int
+    metric: str = "loss"  # loss (eval loss, perplexity) | generation (BLEU-4, ROUGE)
+    max_samples: int = 200
+    max_new_tokens: int = 128
 
 
 class GateBody(BaseModel):
@@ -170,6 +178,26 @@ def eval_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIRoute
     @r.get("/scores/{model_id}")
     def model_scores(model_id: int):
         return scores.latest_scores(wb, model_id)
+
+    @r.post("/reference", status_code=202)
+    def start_reference(body: ReferenceBody):
+        row = reference.start_reference_eval(wb, body.model_id, body.dataset_id, body.metric,
+                                             body.max_samples, body.max_new_tokens)
+        return reference.reference_json(wb, row)
+
+    @r.get("/reference")
+    def list_reference(model_id: int | None = None):
+        return [reference.reference_json(wb, x) for x in reference.list_reference_evals(wb, model_id)]
+
+    @r.get("/reference/{reference_id}")
+    def get_reference(reference_id: int):
+        return reference.reference_json(wb, reference.get_reference_eval(wb, reference_id))
+
+    @r.post("/reference/{reference_id}/cancel")
+    def cancel_reference(reference_id: int):
+        row = reference.get_reference_eval(wb, reference_id)
+        wb.jobs.cancel(row.job_id)
+        return reference.reference_json(wb, row)
 
     @r.get("/loop_report/{model_id}")
     def get_loop_report(model_id: int):
