@@ -5,6 +5,8 @@ the new version and its parent, and the Registry's latest scores pick the newest
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlmodel import select
 
@@ -142,6 +144,10 @@ def test_training_queues_chosen_and_gated_suites_and_the_gate_decides(wb, starte
     assert run.status == "succeeded", run.error
     child = model(wb, run.output_model_id)
     assert child.meta["gate"]["status"] in ("pending", "passed")
+    deadline = time.monotonic() + 30  # the follow-up evals are queued just after the run's finish
+    while "auto_evals" not in child.meta and time.monotonic() < deadline:
+        time.sleep(0.1)
+        child = model(wb, child.id)
     asked = {(e["suite"], e["model_id"]) for e in child.meta["auto_evals"]}
     assert asked == {("extra", child.id), ("sane", child.id), ("sane", starter.id)}
     with wb.session() as s:
