@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.tables import ModelVersion
+
+if TYPE_CHECKING:
+    from sqlmodel import SQLModel
+
+    from app.core.workbench import Workbench
 
 
 def plan_models(models: dict[str, ModelVersion | None]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -44,3 +49,15 @@ def write_json_atomic(path: str | Path | None, data: Any) -> None:
         tmp = Path(path).with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
+
+
+def attach_job(wb: Workbench, table: type[SQLModel], row_id: int, job_id: int) -> Any:
+    """Record on a domain row (an eval run, a measurement) the job that does its work;
+    the row as stored."""
+    with wb.write_lock, wb.session() as s:
+        row = s.get(table, row_id)
+        row.job_id = job_id
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row

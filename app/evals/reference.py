@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from app.core.errors import InvalidInput
 from app.core.hardware import precision
+from app.core.job_models import attach_job
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish
 from app.core.progress_log import TRAINER_LOG
 from app.core.tables import Dataset, Job, ModelVersion, ReferenceEval
@@ -103,14 +104,7 @@ def start_reference_eval(wb: Workbench, model_id: int, dataset_id: int, metric: 
                    title=f"{'loss' if metric == 'loss' else 'BLEU/ROUGE'} of {model.name} on {ds.name}",
                    params={"reference_eval_id": row.id, "output_dir": str(folder / "output"),
                            "metric": metric})
-    job = wb.jobs.submit(REFERENCE, spec)
-    with wb.write_lock, wb.session() as s:
-        row = s.get(ReferenceEval, row.id)
-        row.job_id = job.id
-        s.add(row)
-        s.commit()
-        s.refresh(row)
-    return row
+    return attach_job(wb, ReferenceEval, row.id, wb.jobs.submit(REFERENCE, spec).id)
 
 
 def read_metrics(output_dir: Path, metric: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from app.arena.judge import JUDGE_GEN, judge_pair
 from app.core.errors import Conflict, InvalidInput
-from app.core.job_models import plan_models
+from app.core.job_models import attach_job, plan_models
 from app.core.jobs import ACTIVE, JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import EvalResult, EvalRun, EvalSuite, Job, ModelVersion
 from app.evals import checks as checks_mod
@@ -126,14 +126,7 @@ def start_eval(wb: Workbench, suite_id: int, model_id: int, mode: str = "checks"
                    result_path=folder / "result.json", title=title,
                    params={"eval_run_id": run.id, "mode": mode},
                    secret_env={KEYS_ENV: json.dumps(keys)} if keys else {})
-    job = wb.jobs.submit(EVAL, spec)
-    with wb.write_lock, wb.session() as s:
-        run = s.get(EvalRun, run.id)
-        run.job_id = job.id
-        s.add(run)
-        s.commit()
-        s.refresh(run)
-    return run
+    return attach_job(wb, EvalRun, run.id, wb.jobs.submit(EVAL, spec).id)
 
 
 def finish_eval(wb: Workbench, s: Session, job: Job, outcome: Outcome) -> None:
