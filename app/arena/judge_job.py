@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from app.arena.judge import KEYS_ENV, judge_item
-from app.core.job_models import load_plan_models, write_json_atomic
+from app.core.job_models import exit_job, load_plan_models, write_json_atomic
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
 from app.inference.chat_engines import ChatCache
@@ -41,4 +41,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_job(main(sys.argv[1:]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,3 +62,13 @@ def attach_job(wb: Workbench, table: type[SQLModel], row_id: int, job_id: int) -
         s.commit()
         s.refresh(row)
         return row
+
+
+def exit_job(code: int) -> None:
+    """End a job process that ran local models without the interpreter's teardown: its
+    result is written by now, and torch's native threads can abort the process while it
+    unwinds ("terminate called without an active exception", SIGABRT), which would turn a
+    finished job into an interrupted one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from app.core.errors import ForgeloopError
+from app.core.job_models import exit_job
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
 from app.core.tables import ModelVersion
@@ -89,4 +90,4 @@ def rows_in(path: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_job(main(sys.argv[1:]))
