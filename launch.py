@@ -11,8 +11,7 @@ from app.core.settings import Settings
 
 METAVAR_BY_KIND = {"int": "N", "float": "N", "str": "TEXT", "path": "DIR", "auth": "USER:PASS",
                    "pairs": "KEY=VALUE"}
-METAVAR_BY_NAME = {"host": "HOST", "port": "PORT", "voter_port": "PORT", "database_url": "URL",
-                   "chat_gpu": "INDEX"}
+METAVAR_BY_NAME = {"host": "HOST", "port": "PORT", "voter_port": "PORT", "database_url": "URL"}
 
 
 def _help(spec: Spec) -> str:
@@ -65,6 +64,7 @@ def build_server(settings: Settings):
     from fastapi import FastAPI
 
     from app.bootstrap import open_workbench
+    from app.inference.workers import worker_pool
     from app.web.access import AccessGate, workbench_gate
     from app.web.annotation_routes import annotation_router
     from app.web.arena_routes import arena_router
@@ -79,9 +79,11 @@ def build_server(settings: Settings):
     from app.web.selfinstruct_routes import selfinstruct_router
     from app.web.train_routes import training_router
     from app.web.votes_routes import votes_router
+    from app.web.worker_routes import workers_router
     from tabs import build_ui
 
     wb = open_workbench(settings)
+    worker_pool(wb)  # adopts the model workers an earlier run left, then watches them
     demo = build_ui(wb)
     server = FastAPI(title="Forgeloop")
 
@@ -93,7 +95,8 @@ def build_server(settings: Settings):
     routers = (training_router(wb, login), arena_router(wb, api_user, login), jobs_router(wb, login),
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
                quality_router(wb, login), annotation_router(wb, api_user, login),
-               selfinstruct_router(wb, login), votes_router(wb, login), eval_router(wb, login))
+               selfinstruct_router(wb, login), votes_router(wb, login), eval_router(wb, login),
+               workers_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.
@@ -214,8 +217,6 @@ def uvicorn_server(app, host: str, port: int):
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if settings.chat_gpu is not None:  # before anything imports torch
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(settings.chat_gpu)
     server, _, wb = build_server(settings)
     workbench = uvicorn_server(server, settings.host, settings.port)
 

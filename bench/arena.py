@@ -51,7 +51,7 @@ from app.bootstrap import open_workbench  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
 from app.core.tables import Battle, BattleTurn, Vote  # noqa: E402
 from app.core.workbench import Workbench  # noqa: E402
-from app.inference.chat_engines import chat_cache  # noqa: E402
+from app.inference.chat_engines import model_engines  # noqa: E402
 from app.inference.generation import Finish, GenSettings  # noqa: E402
 from app.models import registry  # noqa: E402
 
@@ -89,7 +89,7 @@ def drain(wb: Workbench, mv, messages: list[dict], gen: GenSettings) -> tuple[fl
     """Stream one model's answer to the end: (seconds, pieces)."""
     start = time.perf_counter()
     pieces = 0
-    for piece in chat_cache(wb).engine(mv).stream(messages, gen):
+    for piece in model_engines(wb).engine(mv).stream(messages, gen):
         if not isinstance(piece, Finish):
             pieces += 1
     return time.perf_counter() - start, pieces

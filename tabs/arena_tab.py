@@ -14,6 +14,7 @@ from app.arena.leaderboard import describe_exclusions, leaderboard_cache
 from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
+from tabs import workers_panel
 from tabs.common import SHORTCUT_HELP, model_choices, shortcuts_script, user_errors
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
@@ -350,6 +351,7 @@ def build(wb: Workbench, on_train) -> gr.Tab:
     with gr.Tab("Arena", id="arena") as tab:
         with gr.Tab("Battle"):
             ui = build_battle(wb)
+            workers_panel.build(wb, api=False)
         with gr.Tab("Leaderboard"):
             build_leaderboard(wb)
         with gr.Tab("Votes → data"):

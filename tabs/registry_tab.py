@@ -9,11 +9,11 @@ import pandas as pd
 from app.arena.leaderboard import leaderboard_cache
 from app.core.workbench import Workbench
 from app.evals.scores import latest_scores_in, score_text
-from app.inference.chat_engines import chat_cache
 from app.inference.remote_engines import ollama_health
+from app.inference.workers import worker_pool
 from app.models import export, hub, registry
 from app.models.card import model_card
-from tabs import registry_deploy
+from tabs import registry_deploy, workers_panel
 from tabs.common import follow_job, model_choices, progress_html, user_errors
 from tabs.version_panel import build_compare, show_version
 
@@ -26,7 +26,7 @@ def all_models(wb: Workbench) -> list[tuple[str, int]]:
 def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
-    loaded = {e["model_id"] for e in chat_cache(wb).loaded()}
+    loaded = {r.model_id for r in worker_pool(wb).rows()}
     with wb.session() as s:
         found = latest_scores_in(s, [m.id for m in models])
     board = leaderboard_cache(wb).get().table
@@ -91,6 +91,7 @@ def build(wb: Workbench) -> gr.Tab:
             arena_off = gr.Button("Take out of arena")
             unload = gr.Button("Unload from memory")
             delete = gr.Button("Delete", variant="stop")
+        workers_panel.build(wb)
         with gr.Row():
             ollama_state = gr.Markdown()
             check_ollama = gr.Button("Check Ollama", scale=0)
@@ -232,13 +233,13 @@ def build(wb: Workbench) -> gr.Tab:
 
         @user_errors
         def on_unload(model_id):
-            done = chat_cache(wb).unload(need(model_id))
+            done = worker_pool(wb).unload(need(model_id))
             return ("Unloaded." if done else "It was not loaded."), models_frame(wb)
 
         @user_errors
         def on_delete(model_id):
             registry.delete_model(wb, need(model_id))
-            chat_cache(wb).unload(int(model_id))  # its files may be gone now
+            worker_pool(wb).unload(int(model_id))  # its files are gone now
             return "Deleted.", models_frame(wb)
 
         add_remote.click(on_remote, [r_name, r_kind, r_url, r_model, r_key], [status, table],

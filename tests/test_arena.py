@@ -9,7 +9,7 @@ import pytest
 from app.arena import battles
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.tables import Vote
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import GenSettings
 from app.models import registry
 from tests.conftest import register_served
@@ -44,7 +44,7 @@ def test_both_sides_generate_at_the_same_time(wb, stub, served):
     a, b = served[0], served[1]
     prompt = "one two three four five six seven eight"
     start = time.perf_counter()
-    alone = "".join(chat_cache(wb).stream(a, [{"role": "user", "content": prompt}], GREEDY))
+    alone = "".join(model_engines(wb).stream(a, [{"role": "user", "content": prompt}], GREEDY))
     single = time.perf_counter() - start
     battle = battles.new_battle(wb, a.id, b.id, gen=GREEDY)
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from sqlmodel import select
 from app.core.errors import Conflict, EngineError, InvalidInput, NotFound
 from app.core.jobs import tool_path
 from app.core.tables import Deployment
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import GenSettings
 from app.models import deploy, registry
 from app.models.gguf_meta import align_gguf
@@ -131,10 +131,12 @@ def test_deploy_then_chat_answers_like_the_arena(dwb, llama_stub, starter, start
     shown = client.show("forgeloop/starter:starter")
     assert shown.template == ollama_format(base).template
     # Greedy answers through the official client equal the arena's local engine, token for token.
-    tok = chat_cache(dwb).engine(base).model.engine.tokenizer
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base.base_path)
     for prompt in PROMPTS:
         messages = [{"role": "user", "content": prompt}]
-        local = chat_cache(dwb).complete(base, messages, GREEDY)
+        local = model_engines(dwb).complete(base, messages, GREEDY)
         served = client.chat("forgeloop/starter:starter", messages=messages,
                              options={"temperature": 0, "num_predict": GREEDY.max_new_tokens})
         assert tok.encode(served.message.content, add_special_tokens=False) == \

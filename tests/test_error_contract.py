@@ -51,6 +51,8 @@ API_PATHS |= {"/api/evals/suites/from_battles", "/api/evals/suites/from_dataset"
 API_PATHS |= {"/api/train/{stage}/plan", "/api/runs/{run_id}/rerun_half_batch"}
 API_PATHS |= {"/api/evals/scores/{model_id}", "/api/evals/suites/{suite_id}/gate", "/api/evals/gates",
               "/api/evals/gates/{model_id}", "/api/evals/gates/{model_id}/waive"}
+API_PATHS |= {"/api/workers", "/api/workers/{model_id}", "/api/workers/{model_id}/load",
+              "/api/workers/{model_id}/unload"}
 
 
 @pytest.fixture(scope="module")

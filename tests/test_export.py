@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import Conflict, InvalidInput
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import GenSettings
 from app.models import export, registry
 
@@ -16,7 +16,7 @@ PROMPTS = ["Hello!", "What is the capital of France?"]
 
 
 def answers(wb, mv) -> list[str]:
-    return [chat_cache(wb).complete(mv, [{"role": "user", "content": p}], GREEDY) for p in PROMPTS]
+    return [model_engines(wb).complete(mv, [{"role": "user", "content": p}], GREEDY) for p in PROMPTS]
 
 
 @pytest.mark.slow

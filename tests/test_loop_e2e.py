@@ -9,7 +9,7 @@ import yaml
 
 from app.arena import battles, preference_export
 from app.data import datasets
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import GenSettings
 from app.models import registry
 from app.train import lf_loader, training
@@ -76,7 +76,7 @@ def test_whole_loop(wb, starter):
     assert dpo_model.in_arena  # the new model joins the arena by itself (auto_arena)
     assert dpo_model.adapter_path.split(",") == [run.output_dir, run2.output_dir]
     # The new model answers in the arena like any other.
-    assert chat_cache(wb).complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()
+    assert model_engines(wb).complete(dpo_model, [{"role": "user", "content": "Hello!"}], gen).strip()
 
     # 6. The model card tells that story: lineage, recipes, datasets with hashes, the record.
     from app.models.card import arena_record, model_card
@@ -123,10 +123,12 @@ def test_whole_loop(wb, starter):
         assert job.status == "succeeded", job.error
         client = ollama.Client(host=stub.url)
         name = "forgeloop/starter:dpo-1-merged"
-        tok = chat_cache(wb).engine(dpo_model).model.engine.tokenizer
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(dpo_model.base_path)
         for prompt in PROMPTS:
             messages = [{"role": "user", "content": prompt}]
-            judged = chat_cache(wb).complete(dpo_model, messages, gen)  # what the arena saw
+            judged = model_engines(wb).complete(dpo_model, messages, gen)  # what the arena saw
             served = client.chat(name, messages=messages,
                                  options={"temperature": 0, "num_predict": gen.max_new_tokens})
             assert tok.encode(served.message.content, add_special_tokens=False) == \

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import InvalidInput
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import GenSettings
 from app.models import registry
 from app.models.ollama_template import SUPPORTED_OLLAMA_TEMPLATES, go_text, ollama_format, ollama_format_for
@@ -209,14 +209,15 @@ def test_a_models_system_prompt_reaches_ollama_the_arena_and_training(wb, starte
     # The arena's local engine: the model's prompt is the one LLaMA-Factory encodes when a chat
     # gives none, and a chat's own prompt still wins.
     greedy = GenSettings(temperature=0.0, max_new_tokens=24)
-    engine = chat_cache(wb).engine(mv)
+    engine = model_engines(wb).engine(mv)
     assert engine.system_for(greedy) == OWN_SYSTEM
     assert engine.system_for(GenSettings(system_prompt="other")) == "other"
-    own = chat_cache(wb).complete(mv, HELLO, greedy)
+    own = model_engines(wb).complete(mv, HELLO, greedy)
     plain_mv = registry.edit_model(wb, starter.id, system_prompt="")
-    assert "system_prompt" not in plain_mv.meta and chat_cache(wb).engine(plain_mv).system_for(greedy) is None
-    plain = chat_cache(wb).complete(plain_mv, HELLO, greedy)
-    explicit = chat_cache(wb).complete(plain_mv, HELLO, GenSettings(temperature=0.0, max_new_tokens=24,
+    assert "system_prompt" not in plain_mv.meta
+    assert model_engines(wb).engine(plain_mv).system_for(greedy) is None
+    plain = model_engines(wb).complete(plain_mv, HELLO, greedy)
+    explicit = model_engines(wb).complete(plain_mv, HELLO, GenSettings(temperature=0.0, max_new_tokens=24,
                                                                     system_prompt=OWN_SYSTEM))
     assert own == explicit and own != plain
 

@@ -128,7 +128,7 @@ def test_a_served_models_own_system_prompt(stub: OllamaStub, wb) -> None:
 
     mv = registry.register_remote_model(wb, "served", "ollama", stub.url, BASE)
     mv = registry.edit_model(wb, mv.id, system_prompt="model's own")
-    cache = chat_engines.chat_cache(wb)
+    cache = chat_engines.model_engines(wb)
     run(cache.engine(mv), user(PROMPT), GenSettings())
     run(cache.engine(mv), user(PROMPT), GenSettings(system_prompt="the chat's"))
     sent = [b["messages"][0] for b in stub.recorder.bodies("/api/chat")]

@@ -89,7 +89,7 @@ def write_toml(home: Path, text: str) -> Path:
 
 def test_defaults_file_environment_flags_in_that_order(tmp_path):
     home = tmp_path / "home"
-    write_toml(home, 'port = 8001\nmax_turns = 5\nshare = true\nauth = ["file:pw"]\nchat_cache_gib = 2\n'
+    write_toml(home, 'port = 8001\nmax_turns = 5\nshare = true\nauth = ["file:pw"]\nworker_memory_gib = 2\n'
                      'database_url = "sqlite:////tmp/file.db"\n[job_env]\nA = "file"\nN = 2\n')
     env = {"FORGELOOP_HOME": str(home), "FORGELOOP_PORT": "8002", "FORGELOOP_JOB_ENV": "A=env,B=x=y",
            "DATABASE_URL": "sqlite:////tmp/legacy.db"}
@@ -97,7 +97,7 @@ def test_defaults_file_environment_flags_in_that_order(tmp_path):
     assert s.port == 8003  # flag > env > file
     assert s.job_env == {"A": "env", "B": "x=y"}  # env replaces the file's table as a whole
     assert s.database_url == "sqlite:////tmp/legacy.db"  # the old variable name still counts
-    assert (s.max_turns, s.share, s.auth, s.chat_cache_gib) == (5, True, (("file", "pw"),), 2.0)  # file
+    assert (s.max_turns, s.share, s.auth, s.worker_memory_gib) == (5, True, (("file", "pw"),), 2.0)  # file
     assert (s.voter_votes_per_minute, s.auto_arena, s.home) == (30, True, home.resolve())  # defaults
     s = launch.parse_settings(["--no-share", "--job-env", "C=flag"], environ={**env, "FORGELOOP_PORT": ""})
     assert (s.share, s.job_env, s.port) == (False, {"C": "flag"}, 8001)  # an empty variable is unset
@@ -117,30 +117,33 @@ GOOD_TEXT = {
     "auth": [("a:b, c:d:e", (("a", "b"), ("c", "d:e")))],
     "pairs": [("A=1,B=", {"A": "1", "B": ""}), ('{"A": "x,y", "N": 2}', {"A": "x,y", "N": "2"})],
 }
+# Text settings with a format of their own.
+GOOD_BY_NAME = {"worker_gpus": [("0, 2", "0, 2")]}
 
 
 @pytest.mark.parametrize("spec", config.SPECS, ids=lambda s: s.name)
 def test_every_setting_reads_from_the_environment_and_the_file(spec, tmp_path):
     home = tmp_path / "home"
-    for text, want in GOOD_TEXT[spec.kind]:
+    for text, want in GOOD_BY_NAME.get(spec.name, GOOD_TEXT[spec.kind]):
         env = {spec.env[0]: text}
         if spec.name != "home":
             env["FORGELOOP_HOME"] = str(home)
         assert getattr(launch.parse_settings([], environ=env), spec.name) == want, text
     if spec.name == "home":
         return
-    value = {"bool": "true", "int": "7", "float": "0.5", "str": '"localhost"', "path": '"/tmp"',
+    text = GOOD_BY_NAME.get(spec.name, [("localhost", "localhost")])[0][1]
+    value = {"bool": "true", "int": "7", "float": "0.5", "str": f'"{text}"', "path": '"/tmp"',
              "auth": '["u:p"]', "pairs": "{ K = \"v\" }"}[spec.kind]
     write_toml(home, f"{spec.name} = {value}\n")
     got = getattr(launch.parse_settings([], environ={"FORGELOOP_HOME": str(home)}), spec.name)
-    assert got == {"bool": True, "int": 7, "float": 0.5, "str": "localhost", "auth": (("u", "p"),),
+    assert got == {"bool": True, "int": 7, "float": 0.5, "str": text, "auth": (("u", "p"),),
                    "pairs": {"K": "v"}}[spec.kind]
 
 
 @pytest.mark.parametrize(("argv", "env", "toml", "words"), [
     (["--port", "abc"], {}, None, ["--port", "setting port", "whole number"]),
     (["--max-turns", "-1"], {}, None, ["--max-turns", "setting max_turns", "at least 0"]),
-    (["--chat-cache-gib", "lots"], {}, None, ["--chat-cache-gib", "chat_cache_gib", "number"]),
+    (["--worker-memory-gib", "lots"], {}, None, ["--worker-memory-gib", "worker_memory_gib", "number"]),
     (["--job-env", "NOEQUALS"], {}, None, ["--job-env", "job_env", "KEY=VALUE"]),
     ([], {"FORGELOOP_PORT": "70000"}, None, ["FORGELOOP_PORT", "setting port", "1..65535"]),
     ([], {"FORGELOOP_AUTO_ARENA": "maybe"}, None, ["FORGELOOP_AUTO_ARENA", "auto_arena", "yes/no"]),

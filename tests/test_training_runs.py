@@ -12,7 +12,7 @@ import pytest
 from app.core.progress_log import TRAINER_LOG, ProgressTail
 from app.core.tables import ModelVersion
 from app.data import datasets
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.train import training
 from tests.conftest import FAST, ROOT, make_workbench
 
@@ -83,7 +83,7 @@ def test_cancel_keeps_a_loadable_adapter_and_resume_continues(wb, starter):
     adapter = ModelVersion(id=-1, name="probe", kind="adapter", base_path=starter.base_path,
                            adapter_path=run.output_dir, template="chatml")
     # LLaMA-Factory loads it and generates with it (a half-trained model may end at once)...
-    answer = chat_cache(wb).complete(adapter, [{"role": "user", "content": "Hello!"}],
+    answer = model_engines(wb).complete(adapter, [{"role": "user", "content": "Hello!"}],
                                      GenSettings(temperature=0, max_new_tokens=8))
     assert isinstance(answer, str)
     # ...and it holds what the steps before the cancel learned (LoRA B starts at zero).

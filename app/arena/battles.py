@@ -24,7 +24,7 @@ from app.arena.leaderboard import leaderboard_cache
 from app.arena.voters import voter_limits
 from app.core.errors import Conflict, EngineError, InvalidInput, NotFound
 from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import Finish, GenSettings
 from app.models.registry import get_model, list_models, weights_key
 
@@ -178,7 +178,7 @@ def _generate(wb: Workbench, mv: ModelVersion, messages: list[dict], gen: GenSet
     start = time.perf_counter()
     first, pieces, finish, error = None, 0, "stop", None
     try:
-        for piece in chat_cache(wb).engine(mv).stream(messages, gen):
+        for piece in model_engines(wb).engine(mv).stream(messages, gen):
             if isinstance(piece, Finish):
                 finish = piece.reason
                 continue

@@ -24,7 +24,7 @@ from app.core import job_models
 from app.core.errors import InvalidInput
 from app.core.jobs import JobKind, JobSpec, Outcome, default_finish, python_command
 from app.core.tables import Battle, BattleTurn, Job, ModelVersion, PairLabel, Vote
-from app.inference.chat_engines import ChatCache, chat_cache
+from app.inference.chat_engines import ModelEngines, model_engines
 from app.inference.generation import Finish, GenSettings
 from app.models.registry import get_model
 
@@ -126,7 +126,7 @@ class JudgeSummary:
                 "battle_ids": self.battle_ids}
 
 
-def _answer(cache: ChatCache, mv: ModelVersion, prompt: str, gen: GenSettings) -> tuple[str, dict]:
+def _answer(cache: ModelEngines, mv: ModelVersion, prompt: str, gen: GenSettings) -> tuple[str, dict]:
     pieces, finish = [], "stop"
     for piece in cache.engine(mv).stream([{"role": "user", "content": prompt}], gen):
         if isinstance(piece, Finish):
@@ -136,7 +136,7 @@ def _answer(cache: ChatCache, mv: ModelVersion, prompt: str, gen: GenSettings) -
     return "".join(pieces), {"finish": finish, "tokens": len(pieces)}
 
 
-def judge_pair(cache: ChatCache, judge: ModelVersion, question: str, answer_a: str, answer_b: str,
+def judge_pair(cache: ModelEngines, judge: ModelVersion, question: str, answer_a: str, answer_b: str,
                gen: GenSettings = JUDGE_GEN) -> dict[str, Any]:
     """Ask ``judge`` in both orders; returns choice, consistent, rationale and the record."""
     prompts = [judge_prompt(question, answer_a, answer_b), judge_prompt(question, answer_b, answer_a)]
@@ -148,7 +148,7 @@ def judge_pair(cache: ChatCache, judge: ModelVersion, question: str, answer_a: s
                      "consistent": consistent}}
 
 
-def judge_item(cache: ChatCache, a: ModelVersion, b: ModelVersion, judge: ModelVersion | None,
+def judge_item(cache: ModelEngines, a: ModelVersion, b: ModelVersion, judge: ModelVersion | None,
                prompt: str, gens: tuple[GenSettings, GenSettings]) -> dict[str, Any]:
     """Sample both answers to ``prompt`` and judge them (no ``verdict`` without a judge):
     one JSON-ready item."""
@@ -237,7 +237,7 @@ def judge_prompts(
                                            gen_a, gen_b, MAX_JUDGE_PROMPTS)
     items, ids = [], []
     for prompt in prompts:
-        item = judge_item(chat_cache(wb), a, b, judge, prompt, (gen_a, gen_b))
+        item = judge_item(model_engines(wb), a, b, judge, prompt, (gen_a, gen_b))
         with wb.write_lock, wb.session() as s:
             ids.append(store_item(s, a, b, judge and judge.name, (gen_a.as_dict(), gen_b.as_dict()), item))
             s.commit()

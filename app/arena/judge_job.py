@@ -17,7 +17,7 @@ from app.arena.judge import KEYS_ENV, judge_item
 from app.core.job_models import exit_job, load_plan_models, write_json_atomic
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
-from app.inference.chat_engines import ChatCache
+from app.inference.chat_engines import job_engines
 from app.inference.generation import GenSettings
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     models = load_plan_models(plan["models"], KEYS_ENV)
     gens = tuple(GenSettings(**g) for g in plan["gens"])
     progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
-    cache, items, started = ChatCache(capacity=3), [], time.monotonic()
+    cache, items, started = job_engines(), [], time.monotonic()
     prompts = plan["prompts"]
     verb = "judged" if "judge" in models else "answered"
     try:

@@ -2,7 +2,7 @@
 the storage folder, FORGELOOP_<NAME> environment variables, command-line flags.
 
 Every Settings field is reachable from each source under a name derived from the field
-(``chat_gpu``: ``--chat-gpu``, ``FORGELOOP_CHAT_GPU``, ``chat_gpu = 0``). Raw values are
+(``max_workers``: ``--max-workers``, ``FORGELOOP_MAX_WORKERS``, ``max_workers = 2``). Raw values are
 converted and checked here, once; a bad one is refused with a SettingError naming the
 flag, variable or file it came from and the setting.
 """
@@ -33,7 +33,8 @@ ENV_ALIASES = {"database_url": ("DATABASE_URL",), "ollama_host": ("OLLAMA_HOST",
 BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "port": (1, 65535), "voter_port": (1, 65535), "voter_messages_per_minute": (0, None),
     "voter_votes_per_minute": (0, None), "max_prompt_chars": (0, None), "max_turns": (0, None),
-    "chat_cache_models": (1, None), "chat_cache_gib": (0, None), "chat_gpu": (0, None),
+    "max_workers": (1, None), "worker_memory_gib": (0, None), "worker_idle_minutes": (0, None),
+    "worker_threads": (0, None),
 }
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # What a forgeloop.toml value must be for each kind: the file has types, so no guessing from text.

@@ -37,6 +37,7 @@ from sqlmodel import Session, select
 
 from app.core.errors import Conflict, NotFound
 from app.core.progress_log import ProgressTail, log_tail, summarise
+from app.core.settings import WORKER_SETTINGS_ENV
 from app.core.tables import Job, utcnow
 
 if TYPE_CHECKING:
@@ -353,6 +354,7 @@ class JobRunner:
         env.update(self.wb.settings.job_env)
         env.update(job.env)
         env.update(self._secret_env.pop(job.id, {}))
+        env[WORKER_SETTINGS_ENV] = self.wb.settings.worker_settings_json()  # jobs share the app's workers
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         if job.progress_path:

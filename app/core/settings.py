@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HOME = Path(__file__).resolve().parents[2] / "storage"
+# How a job process opens the app's model-worker pool: the settings it needs, as JSON.
+WORKER_SETTINGS_ENV = "FORGELOOP_WORKER_SETTINGS"
+WORKER_FIELDS = ("home", "database_url", "max_workers", "worker_memory_gib", "worker_idle_minutes",
+                 "worker_threads", "worker_gpus", "job_env")
 
 
 def parse_auth(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -41,9 +46,11 @@ class Settings:
     max_prompt_chars: int = 4000
     max_turns: int = 8
     voter_leaderboard: bool = True
-    chat_cache_models: int = 3
-    chat_cache_gib: float = 8.0
-    chat_gpu: int | None = None
+    max_workers: int = 3
+    worker_memory_gib: float = 8.0
+    worker_idle_minutes: float = 30.0
+    worker_threads: int = 0
+    worker_gpus: str = ""
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_prefix: str = "forgeloop"
 
@@ -54,6 +61,22 @@ class Settings:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", self.ollama_prefix):
             raise ValueError(f"ollama_prefix must be lower-case letters, digits, '_', '.' or '-', "
                              f"got {self.ollama_prefix!r}")
+        if self.worker_gpus.strip().lower() not in ("", "cpu") and not re.fullmatch(
+                r"\s*\d+(\s*,\s*\d+)*\s*", self.worker_gpus):
+            raise ValueError(f"worker_gpus must be GPU indexes like 0,1 or 'cpu', got {self.worker_gpus!r}")
+
+    def worker_settings_json(self) -> str:
+        """WORKER_SETTINGS_ENV's value for this instance's job processes."""
+        return json.dumps({k: str(v) if isinstance(v, Path) else v
+                           for k in WORKER_FIELDS for v in [getattr(self, k)]})
+
+    @property
+    def worker_gpu_indexes(self) -> list[int] | None:
+        """The GPUs workers may use: None for all of them, [] for none."""
+        text = self.worker_gpus.strip().lower()
+        if not text:
+            return None
+        return [] if text == "cpu" else [int(g) for g in text.split(",")]
 
     @property
     def db_url(self) -> str:
@@ -98,9 +121,12 @@ HELP: dict[str, str] = {
     "max_prompt_chars": "longest arena message, in characters",
     "max_turns": "most turns in one arena battle",
     "voter_leaderboard": "voters may see the leaderboard in the voter app",
-    "chat_cache_models": "local chat models kept loaded at once",
-    "chat_cache_gib": "memory the loaded local chat models may use, in GiB",
-    "chat_gpu": "GPU index for in-process chat models (default: the first visible one, or the CPU)",
+    "max_workers": "local models served at once, each by its own worker process (least recently used "
+                   "stops first)",
+    "worker_memory_gib": "memory the model workers on the CPU may use together, in GiB",
+    "worker_idle_minutes": "a model worker nobody asked for this long stops by itself (0: never)",
+    "worker_threads": "CPU threads per model worker (0: the cores split between two workers)",
+    "worker_gpus": "comma-separated GPU indexes model workers may use (default: all; 'cpu': none)",
     "ollama_host": "the Ollama server models are deployed to (also read from OLLAMA_HOST)",
     "ollama_prefix": "namespace of deployed Ollama models: <prefix>/<model>:<version>",
 }

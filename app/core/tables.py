@@ -312,3 +312,30 @@ class ReferenceEval(SQLModel, table=True):
     job_id: int | None = Field(default=None, foreign_key="jobs.id")
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelWorker(SQLModel, table=True):
+    """A worker process serving one local model over HTTP (app/inference/workers.py). Rows
+    are shared by the app and its job processes, so each finds the workers the others
+    started; ``owner_pid`` is the process that stops it on shutdown."""
+
+    __tablename__ = "model_workers"
+    id: int | None = Field(default=None, primary_key=True)
+    # No foreign key: a deleted version's worker is stopped after its row is gone.
+    model_id: int = Field(unique=True, index=True)
+    served_name: str  # what its /v1/models must answer: id and a fingerprint of the weights
+    port: int
+    pid: int | None = None
+    pid_started: float | None = None
+    owner_pid: int | None = None
+    state: str = "starting"  # starting | ready
+    backend: str = "huggingface"
+    gpu: int | None = None  # None: on the CPU
+    memory_fraction: float | None = None
+    memory_bytes: int = 0  # the estimate it was placed with
+    threads: int | None = None
+    log_path: str = ""
+    restarts: int = 0
+    last_error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime = Field(default_factory=utcnow)

@@ -1,7 +1,7 @@
 """Self-Instruct as a job process: ``python -m app.datagen.self_instruct_job PLAN_JSON``.
 
 The plan names the teacher (its registry row), so the process reaches it the way the
-arena does (ChatCache: Ollama, OpenAI-compatible or a local model) without opening the
+arena does (Ollama, OpenAI-compatible or a local model's worker) without opening the
 database. Rows go to ``rows.jsonl``; registering them as a dataset is the finish step.
 """
 
@@ -20,18 +20,26 @@ from app.core.progress_log import report
 from app.core.tables import ModelVersion
 from app.data.self_instruct import Task, load_seeds
 from app.datagen.self_instruct_run import AnswerCache, RunState, generate
-from app.inference.chat_engines import ChatCache
+from app.inference.chat_engines import ModelEngines, job_engines
 from app.inference.generation import Finish, GenSettings
 
 
 def main(argv: list[str]) -> int:
+    engines = job_engines()
+    try:
+        return run(argv, engines)
+    finally:
+        engines.close()  # the workers this process started for a local teacher
+
+
+def run(argv: list[str], engines: ModelEngines) -> int:
     plan = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     folder = Path(argv[0]).parent
     if key := os.environ.get("FORGELOOP_TEACHER_API_KEY"):  # KEY_ENV of self_instruct_jobs
         plan["teacher"]["meta"] = {**(plan["teacher"].get("meta") or {}), "api_key": key}
     teacher = ModelVersion(**plan["teacher"])
     concurrency = int(plan.get("concurrency", 1))
-    engine = ChatCache(capacity=1, parallel=concurrency).engine(teacher)
+    engine = engines.engine(teacher)
     gen = GenSettings(temperature=plan["temperature"], top_p=0.95, max_new_tokens=plan["max_new_tokens"])
 
     def ask(prompt: str) -> tuple[str, bool]:

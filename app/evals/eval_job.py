@@ -18,7 +18,7 @@ from app.core.job_models import exit_job, load_plan_models, write_json_atomic
 from app.core.jobs import PROGRESS_ENV, RESULT_ENV
 from app.core.progress_log import report
 from app.evals.runs import KEYS_ENV, eval_prompt
-from app.inference.chat_engines import ChatCache
+from app.inference.chat_engines import job_engines
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     models = load_plan_models(plan["models"], KEYS_ENV)
     suite = plan["suite"]
     progress, result_path = os.environ.get(PROGRESS_ENV), os.environ.get(RESULT_ENV)
-    cache, records, started = ChatCache(capacity=3), [], time.monotonic()
+    cache, records, started = job_engines(), [], time.monotonic()
     total = len(suite["prompts"])
     try:
         for i, item in enumerate(suite["prompts"]):

@@ -24,7 +24,7 @@ from app.evals import checks as checks_mod
 from app.evals import gates
 from app.evals.stats import rate, win_rate
 from app.evals.suites import get_suite
-from app.inference.chat_engines import ChatCache
+from app.inference.chat_engines import ModelEngines
 from app.inference.generation import GenSettings
 from app.models.registry import get_model
 
@@ -43,7 +43,7 @@ def gen_settings(sampling: dict[str, Any]) -> GenSettings:
                        max_new_tokens=int(sampling.get("max_new_tokens", 256)))
 
 
-def eval_prompt(cache: ChatCache, models: dict[str, ModelVersion], index: int, item: dict[str, Any],
+def eval_prompt(cache: ModelEngines, models: dict[str, ModelVersion], index: int, item: dict[str, Any],
                 suite_checks: list[dict[str, Any]], sampling: dict[str, Any]) -> list[dict[str, Any]]:
     """Every sample's record for one suite prompt: the answer, its checks and, with a
     baseline and a judge, the both-order verdict (``a`` is the candidate)."""

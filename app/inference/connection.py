@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.inference.chat_engines import chat_cache
+from app.inference.chat_engines import model_engines
 from app.inference.generation import Finish, GenSettings
 from app.models.registry import get_model
 
@@ -25,7 +25,7 @@ def check_connection(wb: Workbench, model_id: int) -> dict[str, Any]:
     unknown model name raises EngineError (502) with the engine's own explanation."""
     mv = get_model(wb, model_id)
     started = time.monotonic()
-    pieces = [p for p in chat_cache(wb).engine(mv).stream([{"role": "user", "content": PROBE}], PROBE_GEN)
+    pieces = [p for p in model_engines(wb).engine(mv).stream([{"role": "user", "content": PROBE}], PROBE_GEN)
               if not isinstance(p, Finish)]
     endpoint = (mv.meta or {}).get("endpoint")
     return {"model_id": mv.id, "model": mv.name, "kind": mv.kind, "endpoint": endpoint,

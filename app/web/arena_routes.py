@@ -57,7 +57,7 @@ def arena_router(
     from app.arena import battles
     from app.arena.leaderboard import leaderboard_cache
     from app.arena.voters import admit_message, admit_vote
-    from app.inference.chat_engines import chat_cache
+    from app.inference.chat_engines import model_engines
     from app.inference.generation import Finish, GenSettings
     from app.models import registry
 
@@ -72,7 +72,7 @@ def arena_router(
         earlier = sum(m.get("role") == "user" for m in body.messages[:-1])
         pieces, finish = [], "stop"
         with admit_message(wb, user_of(request), body.messages[-1].get("content", ""), earlier):
-            for piece in chat_cache(wb).engine(mv).stream(body.messages, gen):
+            for piece in model_engines(wb).engine(mv).stream(body.messages, gen):
                 if isinstance(piece, Finish):
                     finish = piece.reason
                 else:
