@@ -105,6 +105,28 @@ def test_a_planned_run_records_its_memory_plan(wb, starter):
     assert not (wb.settings.runs_dir / "planned").exists()  # a preview writes nothing
 
 
+def test_short_sft_rows_are_packed_on_a_gpu_only(wb, starter, tmp_path):
+    short = tmp_path / "short.jsonl"
+    rows = ({"instruction": f"Say {i}.", "input": "", "output": f"{i}, said: " + "yes " * 40} for i in range(20000))
+    short.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = datasets.register_file(wb, short, "short-rows", "sft")
+    req = training.TrainRequest("sft_lora", starter.id, [data.id], name="packed")
+    plan = training.plan_run(wb, req, wb.settings.runs_dir / "packed", Hardware((gpu(80),)))
+    assert plan.config["packing"] is True and plan.config["neat_packing"] is True
+    packed = plan.memory["packing"]
+    assert "packed into each sequence" in packed and packed in plan.memory["reason"]
+    assert "packing" not in training.preview_run(wb, req)["config"]  # the CPU: as the recipe says
+    mine = training.TrainRequest("sft_lora", starter.id, [data.id], name="mine", overrides={"packing": False})
+    kept = training.plan_run(wb, mine, wb.settings.runs_dir / "mine", Hardware((gpu(80),)))
+    assert kept.config["packing"] is False
+    # Long rows, few rows, or a preference stage: nothing is packed.
+    on_gpu = (gpu(80),)
+    assert memory.plan_packing(lora_cfg(), "sft", 600, 10**6, on_gpu, {}) is None
+    assert memory.plan_packing(lora_cfg(), "sft", 20, 300, on_gpu, {}) is None
+    assert memory.plan_packing(lora_cfg(stage="dpo"), "dpo", 20, 10**6, on_gpu, {}) is None
+    assert 30 < memory.row_tokens([str(short)]) < 60
+
+
 def test_an_out_of_memory_failure_says_so_and_reruns_at_half_the_micro_batch(tmp_path, starter_dir):
     from app.models import registry
 

@@ -171,3 +171,58 @@ def halved(cfg: dict[str, Any]) -> dict[str, int]:
     half = mb // 2
     return {"per_device_train_batch_size": half,
             "gradient_accumulation_steps": mb * ga // half if mb * ga % half == 0 else ga * 2}
+
+
+CHARS_PER_TOKEN = 4.0  # a rough English average; enough to tell short rows from long ones
+PACK_BELOW = 0.25  # rows averaging under a quarter of cutoff_len are packed
+MIN_PACKED_STEPS = 50  # ...unless packing would leave fewer optimizer steps than this an epoch
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0
+
+
+def row_tokens(paths: list[str], sample: int = 2000) -> float | None:
+    """The mean length of a row in tokens, estimated from the text of up to ``sample`` rows
+    of each JSON Lines file (None when there is nothing to read)."""
+    chars, rows = 0, 0
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if i >= sample:
+                        break
+                    try:
+                        chars += _text_chars(json.loads(line))
+                    except ValueError:
+                        continue
+                    rows += 1
+        except OSError:
+            continue
+    return chars / CHARS_PER_TOKEN / rows if rows else None
+
+
+def plan_packing(cfg: dict[str, Any], stage: str, mean_tokens: float | None, rows: int,
+                 gpus: tuple[Gpu, ...], asked: dict[str, Any]) -> str | None:
+    """On a GPU, pack short SFT rows into full-length sequences (LLaMA-Factory's neat packing:
+    each row still attends only to itself) so a micro-batch carries text, not padding.
+    Changes ``cfg`` in place; returns why, or None when nothing was packed. Pre-training
+    packs by itself; preference stages cannot (each row is a pair)."""
+    if (not gpus or stage != "sft" or mean_tokens is None or mean_tokens <= 0
+            or "packing" in asked or "neat_packing" in asked):
+        return None
+    cutoff = int(cfg.get("cutoff_len", 1024))
+    per_sequence = cutoff / mean_tokens
+    micro = int(cfg.get("per_device_train_batch_size", 1))
+    effective = micro * int(cfg.get("gradient_accumulation_steps", 1)) * len(gpus)
+    if mean_tokens > cutoff * PACK_BELOW or rows / per_sequence / effective < MIN_PACKED_STEPS:
+        return None
+    cfg["packing"] = cfg["neat_packing"] = True
+    return (f"rows average about {mean_tokens:.0f} tokens against cutoff_len {cutoff}, so about "
+            f"{per_sequence:.0f} are packed into each sequence (neat packing: each row sees only itself)")

@@ -219,6 +219,10 @@ def plan_run(
     if cfg.get("deepspeed") and len(gpus) < 1:
         raise InvalidInput("DeepSpeed needs at least one CUDA GPU")
     fitted = memory.fit_batch(cfg, memory.read_shape(model.base_path), gpus, req.overrides or {})
+    packed = memory.plan_packing(cfg, recipe.stage, memory.row_tokens([d.path for d in datasets]),
+                                 sum(d.num_rows for d in datasets), gpus, req.overrides or {})
+    if packed:
+        fitted = {**fitted, "packing": packed, "reason": f"{fitted['reason']}; {packed}"}
     env: dict[str, str] = {"TENSORBOARD_LOGGING_DIR": str(run_folder / "tensorboard")}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g.index) for g in gpus)
