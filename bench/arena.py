@@ -5,8 +5,9 @@ the leaderboard maths and a 100k-vote DPO snapshot.
 
 1. A battle streams both sides at once, so it should take about as long as the slower
    side alone (target <= 1.2x). (a) two Ollama-stub models, one answering twice as many
-   words; (b) two tiny local starter models (on 2 CPU cores both sides compete for the
-   cores and the GIL, so (b) is reported for information; the target applies to (a)).
+   words; (b) two tiny local starter models, each served by its own worker process with
+   its share of the CPU threads (a side alone is timed through the same workers, so both
+   figures use the configuration a battle uses).
 2. POST /api/feedback from 50 concurrent clients against the real server (target >= 200
    votes/s and no vote lost). The vote rate limit is switched off (voter_votes_per_minute=0).
 3. Bradley-Terry + 200 bootstraps on 100k simulated votes, 20 models (target <= 2 s),
@@ -53,6 +54,7 @@ from app.core.tables import Battle, BattleTurn, Vote  # noqa: E402
 from app.core.workbench import Workbench  # noqa: E402
 from app.inference.chat_engines import model_engines  # noqa: E402
 from app.inference.generation import Finish, GenSettings  # noqa: E402
+from app.inference.workers import worker_status  # noqa: E402
 from app.models import registry  # noqa: E402
 
 BATTLE_TARGET = 1.2
@@ -181,11 +183,12 @@ def bench_local_battles(home: Path) -> None:
         battles.play_turn(wb, battles.new_battle(wb, a.id, b.id, gen=LOCAL_GEN).id, "warm up")
         ratios = time_battles(wb, a, b, list(LOCAL_PROMPTS), LOCAL_ROUNDS, LOCAL_GEN, "local",
                               pair_floor=True)
+        threads = [w["threads"] for w in worker_status(wb)]
     finally:
         wb.close()
-    print(f"1b battle vs slower side alone, 2 local starter models (greedy, <= {LOCAL_GEN.max_new_tokens} "
-          f"tokens): median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x "
-          f"(info only: both sides share 2 CPU cores; the {BATTLE_TARGET:g}x target applies to 1a)")
+    print(f"1b battle vs slower side alone, 2 local starter models in worker processes "
+          f"({os.cpu_count()} cores, {threads} threads each; greedy, <= {LOCAL_GEN.max_new_tokens} tokens): "
+          f"median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x (target <= {BATTLE_TARGET:g}x)")
 
 
 # -- 2. vote ingest ----------------------------------------------------------------------------------

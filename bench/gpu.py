@@ -132,6 +132,11 @@ def battles_ratio(wb, a, b) -> float:
     with peak_memory(mem):
         ratios = time_battles(wb, a, b, prompts, 3, gen, "gpu")
     print(f"  peak GPU memory during battles {mem.get('peak_mib', 0) / 1024:.1f} GiB")
+    from app.inference.workers import worker_status
+
+    for w in worker_status(wb):
+        print(f"  worker {w['model']}: {w['device']}, {w['backend']}, memory share {w['memory_fraction']}, "
+              f"{(w['gpu_bytes'] or 0) / 2**30:.1f} GiB reserved, {w['tokens_per_s']} tokens/s")
     return statistics.median(ratios)
 
 

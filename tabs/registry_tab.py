@@ -108,6 +108,9 @@ def build(wb: Workbench) -> gr.Tab:
                     info="Used by the arena's chat when none is given, as training's default_system "
                          "and as an Ollama deployment's SYSTEM; without one the template's default applies.")
                 clear_system = gr.Checkbox(label="Clear the system prompt", value=False, scale=1)
+            backend = gr.Dropdown(["keep", *registry.WORKER_BACKENDS], value="keep",
+                                  label="Worker backend (local models; auto: vLLM or SGLang on a GPU where "
+                                        "installed, else huggingface)")
             save = gr.Button("Save changes")
         with gr.Accordion("Export the chosen model (merge adapters, GGUF)", open=False):
             with gr.Row():
@@ -277,19 +280,20 @@ def build(wb: Workbench) -> gr.Tab:
         check_ollama.click(on_check_ollama, None, ollama_state, api_name="check_ollama")
 
         @user_errors
-        def on_save(model_id, name_, tags_, archive_, notes_, system_, clear_system_):
+        def on_save(model_id, name_, tags_, archive_, notes_, system_, clear_system_, backend_="keep"):
             mv = registry.edit_model(
                 wb, need(model_id), name=(name_ or "").strip() or None,
                 tags=[x for x in tags_.split(",")] if (tags_ or "").strip() else None,
                 notes=notes_ if (notes_ or "").strip() else None,
                 archived={"archive": True, "restore": False}.get(archive_),
-                system_prompt="" if clear_system_ else (system_ if (system_ or "").strip() else None))
+                system_prompt="" if clear_system_ else (system_ if (system_ or "").strip() else None),
+                worker_backend=None if backend_ in (None, "keep") else backend_)
             choices = gr.update(choices=all_models(wb))
             system = registry.model_system_prompt(mv)
             note = f" System prompt: {len(system):,} characters." if system else " No own system prompt."
             return f"Saved **{mv.name}**.{note}", models_frame(wb), choices, choices
 
-        save.click(on_save, [target, new_name, tags, archived, notes, system_prompt, clear_system],
+        save.click(on_save, [target, new_name, tags, archived, notes, system_prompt, clear_system, backend],
                    [status, table, target, pick], api_name="edit_model")
         pickers = [pick, target, compare_a, compare_b]
         tab.select(lambda: (models_frame(wb), gr.update(visible=not registry.list_models(wb)),

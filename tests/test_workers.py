@@ -174,3 +174,22 @@ def test_worker_routes(starter_server):
         missing = client.post(f"/api/workers/{base.id}/unload")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         assert client.post("/api/workers/9999/load").status_code == 404
+
+
+def test_the_worker_backend_is_chosen_per_model(wb, starter, served):
+    from app.core.errors import InvalidInput
+    from app.models import registry
+
+    assert workers.choose_backend(starter, on_gpu=False) == "huggingface"
+    mv = registry.edit_model(wb, starter.id, worker_backend="vllm")
+    assert mv.meta["worker_backend"] == "vllm"
+    with pytest.raises(InvalidInput, match="needs a GPU"):
+        model_engines(wb).engine(mv)
+    assert row_of(wb, starter.id) is None  # nothing was started
+    assert "worker_backend" not in registry.edit_model(wb, starter.id, worker_backend="auto").meta
+    with pytest.raises(InvalidInput, match="unknown worker backend"):
+        registry.edit_model(wb, starter.id, worker_backend="tgi")
+    with pytest.raises(InvalidInput, match="served elsewhere"):
+        registry.edit_model(wb, served[0].id, worker_backend="huggingface")
+    with pytest.raises(InvalidInput, match="served elsewhere"):
+        workers.load_model(wb, served[0].id)

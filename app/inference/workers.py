@@ -53,7 +53,7 @@ from app.inference.placement import (
     threads_per_worker,
     worker_bytes,
 )
-from app.models.registry import check_model_files, model_system_prompt
+from app.models.registry import WORKER_BACKENDS, check_model_files, model_system_prompt
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
@@ -63,7 +63,6 @@ STOP_GRACE_S = 10.0
 CHECK_TIMEOUT_S = 5.0
 MONITOR_EVERY_S = 10.0
 MAX_RESTARTS = 3  # crash restarts in a row before the pool gives up on a worker
-BACKENDS = ("auto", "huggingface", "vllm", "sglang")
 IDLE_MARK = "idle for"  # worker_main's last log line when it stopped by itself
 
 
@@ -90,8 +89,8 @@ def choose_backend(mv: ModelVersion, on_gpu: bool) -> str:
     """The version's own choice (meta["worker_backend"]), else vLLM or SGLang on a GPU where
     installed, else LLaMA-Factory's huggingface backend."""
     wanted = (mv.meta or {}).get("worker_backend") or "auto"
-    if wanted not in BACKENDS:
-        raise InvalidInput(f"unknown worker backend {wanted!r} (choose from {', '.join(BACKENDS)})")
+    if wanted not in WORKER_BACKENDS:
+        raise InvalidInput(f"unknown worker backend {wanted!r} (choose from {', '.join(WORKER_BACKENDS)})")
     if wanted != "auto":
         if wanted != "huggingface" and (not on_gpu or importlib.util.find_spec(wanted) is None):
             raise InvalidInput(f"model {mv.name!r} asks for the {wanted} backend, which needs a GPU "

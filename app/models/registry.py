@@ -205,14 +205,24 @@ def model_system_prompt(mv: ModelVersion) -> str:
     return value if isinstance(value, str) else ""
 
 
+# How a local model's worker runs it (app/inference/workers.py): auto picks vLLM or SGLang on
+# a GPU where installed, else LLaMA-Factory's huggingface backend.
+WORKER_BACKENDS = ("auto", "huggingface", "vllm", "sglang")
+
+
 def edit_model(wb: Workbench, model_id: int, name: str | None = None, tags: list[str] | None = None,
                notes: str | None = None, archived: bool | None = None,
-               system_prompt: str | None = None) -> ModelVersion:
+               system_prompt: str | None = None, worker_backend: str | None = None) -> ModelVersion:
     """Rename, tag, annotate or archive a version (archived: hidden from pickers and out of
-    the arena, kept on disk and in the lineage), or set its system prompt ("" clears it).
+    the arena, kept on disk and in the lineage), set its system prompt ("" clears it) or the
+    backend its worker uses ("auto": vLLM or SGLang on a GPU where installed).
     ``None`` leaves a field as it is."""
-    if name is None and tags is None and notes is None and archived is None and system_prompt is None:
-        raise InvalidInput("nothing to change: give a name, tags, notes, archived or a system prompt")
+    if all(v is None for v in (name, tags, notes, archived, system_prompt, worker_backend)):
+        raise InvalidInput("nothing to change: give a name, tags, notes, archived, a system prompt "
+                           "or a worker backend")
+    if worker_backend is not None and worker_backend not in WORKER_BACKENDS:
+        raise InvalidInput(f"unknown worker backend {worker_backend!r} "
+                           f"(choose from {', '.join(WORKER_BACKENDS)})")
     if system_prompt is not None and len(system_prompt) > SYSTEM_PROMPT_LIMIT:
         raise InvalidInput(f"a system prompt is limited to {SYSTEM_PROMPT_LIMIT:,} characters")
     if tags is not None:
@@ -239,6 +249,13 @@ def edit_model(wb: Workbench, model_id: int, name: str | None = None, tags: list
                 meta["system_prompt"] = system_prompt
             else:
                 meta.pop("system_prompt", None)
+        if worker_backend is not None:
+            if mv.kind in ("ollama", "openai"):
+                raise InvalidInput(f"model {mv.name!r} is served elsewhere: it has no worker")
+            if worker_backend == "auto":
+                meta.pop("worker_backend", None)
+            else:
+                meta["worker_backend"] = worker_backend
         if archived is not None:
             meta["archived"] = archived
             if archived:

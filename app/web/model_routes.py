@@ -37,6 +37,7 @@ class EditBody(BaseModel):
     notes: str | None = None
     archived: bool | None = None
     system_prompt: str | None = None  # "" clears it
+    worker_backend: str | None = None  # auto | huggingface | vllm | sglang
 
 
 def model_json(mv: ModelVersion) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
             "adapter_path": mv.adapter_path, "gguf": (mv.meta or {}).get("gguf", []),
             "tags": (mv.meta or {}).get("tags", []), "notes": (mv.meta or {}).get("notes", ""),
             "archived": registry.is_archived(mv), "system_prompt": registry.model_system_prompt(mv),
+            "worker_backend": (mv.meta or {}).get("worker_backend", "auto"),
             "created_at": mv.created_at.isoformat() if mv.created_at else None}
 
 
