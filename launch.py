@@ -201,14 +201,18 @@ def stop_gradio_streams(app) -> None:
         mounted.stop_event.set()  # heartbeats return
 
 
-def uvicorn_server(app, host: str, port: int):
-    """A uvicorn server for ``app`` that stops within about a second, open tabs or not."""
+def uvicorn_server(app, host: str, port: int, on_stop=None):
+    """A uvicorn server for ``app`` that stops within about a second, open tabs or not, then
+    calls ``on_stop()``. (After SIGTERM or Ctrl-C uvicorn raises the signal again once it has
+    stopped, so code after ``run()`` would never see it.)"""
     import uvicorn
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
             stop_gradio_streams(app)  # here, on the server's own event loop
             await super().shutdown(sockets)
+            if on_stop is not None:
+                on_stop()
 
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                  timeout_graceful_shutdown=GRACE_S))
@@ -218,20 +222,24 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     server, _, wb = build_server(settings)
-    workbench = uvicorn_server(server, settings.host, settings.port)
+    # Closing the workbench stops the model workers this app started; job processes keep running.
+    workbench = uvicorn_server(server, settings.host, settings.port, on_stop=wb.close)
 
     print(f"Forgeloop on http://{settings.host}:{settings.port}  (storage: {settings.home})")
-    if not settings.share:
-        workbench.run()
-        return
-    # Only the voter app goes through the share link; the workbench stays local.
-    voter_server, url = share_voters(wb, settings.voter_port or settings.port + 1)
-    print(f"Voter app shared at {url}" if url else "Could not open a share link; see the message above.")
     try:
-        workbench.run()
+        if not settings.share:
+            workbench.run()
+            return
+        # Only the voter app goes through the share link; the workbench stays local.
+        voter_server, url = share_voters(wb, settings.voter_port or settings.port + 1)
+        print(f"Voter app shared at {url}" if url else "Could not open a share link; see the message above.")
+        try:
+            workbench.run()
+        finally:
+            voter_server.should_exit = True
+            close_tunnels()
     finally:
-        voter_server.should_exit = True
-        close_tunnels()
+        wb.close()
 
 
 def share_voters(wb, port: int, open_tunnel=None):

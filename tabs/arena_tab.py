@@ -351,7 +351,7 @@ def build(wb: Workbench, on_train) -> gr.Tab:
     with gr.Tab("Arena", id="arena") as tab:
         with gr.Tab("Battle"):
             ui = build_battle(wb)
-            workers_panel.build(wb, api=False)
+            workers_panel.build(wb, "arena", api=False)
         with gr.Tab("Leaderboard"):
             build_leaderboard(wb)
         with gr.Tab("Votes → data"):

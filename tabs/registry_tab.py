@@ -91,7 +91,7 @@ def build(wb: Workbench) -> gr.Tab:
             arena_off = gr.Button("Take out of arena")
             unload = gr.Button("Unload from memory")
             delete = gr.Button("Delete", variant="stop")
-        workers_panel.build(wb)
+        workers_panel.build(wb, "registry")
         with gr.Row():
             ollama_state = gr.Markdown()
             check_ollama = gr.Button("Check Ollama", scale=0)

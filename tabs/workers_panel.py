@@ -37,19 +37,21 @@ def local_models(wb: Workbench) -> list[tuple[str, int]]:
     return [(m.name, m.id) for m in list_models(wb) if m.kind not in ("ollama", "openai")]
 
 
-def build(wb: Workbench, api: bool = True) -> gr.Dataframe:
-    """The panel; ``api``: name its endpoints (once per UI: the Registry's)."""
+def build(wb: Workbench, where: str, api: bool = True) -> gr.Dataframe:
+    """The panel; ``where`` prefixes its element ids; ``api``: name its endpoints (once per
+    UI: the Registry's)."""
     with gr.Accordion("Model workers (local models loaded for chat)", open=False) as box:
         gr.Markdown("Each local model answers from a worker process of its own. The least recently "
                     "used stops first when `max_workers` are running or memory runs short; an idle "
                     "one stops by itself after `worker_idle_minutes`.")
-        frame = gr.Dataframe(value=lambda: workers_frame(wb), label="Workers", interactive=False)
+        frame = gr.Dataframe(value=lambda: workers_frame(wb), label="Workers", interactive=False,
+                             elem_id=f"{where}-workers")
         with gr.Row():
-            pick = gr.Dropdown(local_models(wb), label="Local model")
-            load = gr.Button("Load")
-            unload = gr.Button("Unload")
-            refresh = gr.Button("Refresh")
-        note = gr.Markdown()
+            pick = gr.Dropdown(local_models(wb), label="Local model", elem_id=f"{where}-worker-model")
+            load = gr.Button("Load", elem_id=f"{where}-worker-load")
+            unload = gr.Button("Unload", elem_id=f"{where}-worker-unload")
+            refresh = gr.Button("Refresh", elem_id=f"{where}-worker-refresh")
+        note = gr.Markdown(elem_id=f"{where}-worker-note")
 
     def need(model_id) -> int:
         if model_id is None:

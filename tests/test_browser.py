@@ -241,6 +241,19 @@ def test_named_battle_between_base_and_finetune(page, duel_server):
     reveal = page.get_by_text("A was")
     expect(reveal).to_contain_text("starter")
     expect(reveal).to_contain_text("tuned")
+    # Both sides answered from worker processes, listed under the battle; unload one.
+    page.get_by_text("Model workers (local models loaded for chat)").click()
+    page.locator("#arena-worker-refresh").click()
+    table = page.locator("#arena-workers")
+    expect(table).to_contain_text("tuned")
+    expect(table).to_contain_text("starter")
+    expect(table).to_contain_text("ready")
+    page.locator("#arena-worker-model").click()
+    page.get_by_role("option", name="tuned", exact=True).click()
+    page.locator("#arena-worker-unload").click()
+    expect(page.locator("#arena-worker-note")).to_contain_text("Unloaded")
+    expect(table).not_to_contain_text("tuned")
+    expect(table).to_contain_text("starter")
 
 
 def refused_responses(page) -> list[str]:

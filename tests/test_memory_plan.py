@@ -107,7 +107,8 @@ def test_a_planned_run_records_its_memory_plan(wb, starter):
 
 def test_short_sft_rows_are_packed_on_a_gpu_only(wb, starter, tmp_path):
     short = tmp_path / "short.jsonl"
-    rows = ({"instruction": f"Say {i}.", "input": "", "output": f"{i}, said: " + "yes " * 40} for i in range(20000))
+    answer = "yes " * 40  # about 45 tokens a row against cutoff_len 1024
+    rows = ({"instruction": f"Say {i}.", "input": "", "output": f"{i}, said: {answer}"} for i in range(20000))
     short.write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = datasets.register_file(wb, short, "short-rows", "sft")
     req = training.TrainRequest("sft_lora", starter.id, [data.id], name="packed")

@@ -3,6 +3,7 @@ answer, evict, crash and restart, idle stop, app restart, wrong model, REST."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -193,3 +194,51 @@ def test_the_worker_backend_is_chosen_per_model(wb, starter, served):
         registry.edit_model(wb, served[0].id, worker_backend="huggingface")
     with pytest.raises(InvalidInput, match="served elsewhere"):
         workers.load_model(wb, served[0].id)
+
+
+def start_app(home, port: int):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--storage", str(home)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.2)
+
+
+def test_the_app_adopts_its_workers_after_a_crash_and_stops_them_on_shutdown(tmp_path, starter_dir):
+    from app.models import registry
+    from tests.conftest import free_port, make_workbench
+
+    home = tmp_path / "home"
+    setup = make_workbench(home)
+    base = registry.register_base_model(setup, "starter", str(starter_dir))
+    setup.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/workers/{base.id}"
+    app = start_app(home, port)
+    try:
+        pid = httpx.post(f"{url}/load", timeout=120).json()["pid"]
+        app.kill()  # the app dies without stopping anything
+        app.wait(timeout=10)
+        assert not gone(pid, within=1)  # the worker outlives it...
+        app = start_app(home, port)
+        assert httpx.get(url).json()["pid"] == pid  # ...and the next app adopts it
+        app.terminate()  # a clean shutdown stops it
+        app.wait(timeout=30)
+        assert gone(pid)
+    finally:
+        if app.poll() is None:
+            app.kill()
+        with contextlib.suppress(NameError, psutil.Error):
+            psutil.Process(pid).kill()
