@@ -53,6 +53,8 @@ API_PATHS |= {"/api/evals/scores/{model_id}", "/api/evals/suites/{suite_id}/gate
               "/api/evals/gates/{model_id}", "/api/evals/gates/{model_id}/waive"}
 API_PATHS |= {"/api/workers", "/api/workers/{model_id}", "/api/workers/{model_id}/load",
               "/api/workers/{model_id}/unload"}
+API_PATHS |= {"/api/assistant/suggest", "/api/assistant/detect", "/api/assistant/explain/{run_id}",
+              "/api/assistant/diagnose/{run_id}"}
 
 
 @pytest.fixture(scope="module")
