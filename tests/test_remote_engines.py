@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.core.errors import EngineError
-from app.inference import chat_engines
+from app.inference import chat_engines, generation
 from app.inference.generation import GenSettings
 from app.inference.remote_engines import (
     Finish,
@@ -97,7 +97,7 @@ def test_ollama_streams_pieces_then_stop(stub: OllamaStub) -> None:
     gen = GenSettings(temperature=0.7, top_p=0.9, max_new_tokens=100)
     pieces, finish = run(OllamaEngine(stub.url, BASE), user(PROMPT), gen)
     assert len(pieces) == 6 and "".join(pieces) == EXPECTED
-    assert finish == Finish("stop") and isinstance(finish, chat_engines.Finish)  # the arena checks this
+    assert finish == Finish("stop") and isinstance(finish, generation.Finish)  # the arena checks this
     options = stub.recorder.bodies("/api/chat")[-1]["options"]
     assert options == {"temperature": 0.7, "top_p": 0.9, "num_predict": 100}
 

@@ -79,9 +79,8 @@ def weights_bytes(mv: ModelVersion) -> int:
 
 def served_name(mv: ModelVersion) -> str:
     """The model name a worker answers to: the version's id and a fingerprint of what it
-    loads, so a worker left from another database or another version never passes."""
-    created = mv.created_at.isoformat() if mv.created_at else ""
-    key = "|".join([str(mv.id), mv.base_path, mv.adapter_path or "", mv.template, created])
+    loads, so a worker for another version (or the same id with other files) never passes."""
+    key = "|".join([str(mv.id), mv.base_path, mv.adapter_path or "", mv.template])
     return f"forgeloop-{mv.id}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
@@ -162,7 +161,9 @@ class WorkerPool:
         self.dir = settings.home / "workers"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._children: dict[int, subprocess.Popen] = {}  # worker row id -> our child process
+        # Our own child processes by pid (row ids are reused once a row is deleted; pids are
+        # checked against their start time).
+        self._children: dict[int, subprocess.Popen] = {}
         self._closed = threading.Event()
         self._monitor: threading.Thread | None = None
         if owner:
@@ -197,7 +198,7 @@ class WorkerPool:
             return list(s.exec(select(ModelWorker).order_by(ModelWorker.id)))
 
     def _alive(self, row: ModelWorker) -> bool:
-        child = self._children.get(row.id)
+        child = self._children.get(row.pid or 0)
         if child is not None and child.poll() is not None:  # reaps our own child
             return False
         return _alive(row.pid, row.pid_started)
@@ -227,11 +228,12 @@ class WorkerPool:
                 s.commit()
 
     def _forget(self, s: Session, row: ModelWorker) -> None:
+        """Delete the row of this worker process (not of a later one that reused the id)."""
         found = s.get(ModelWorker, row.id)
-        if found is not None:
+        if found is not None and found.pid == row.pid:
             s.delete(found)
             s.commit()
-        self._children.pop(row.id, None)
+        self._children.pop(row.pid or 0, None)
 
     def _kill(self, row: ModelWorker) -> None:
         """Stop the process and wait until it is gone (its memory with it)."""
@@ -291,7 +293,7 @@ class WorkerPool:
             if state == "ready":
                 with Session(self.db, expire_on_commit=False) as s:
                     found = s.get(ModelWorker, row.id)
-                    if found is None:
+                    if found is None or found.pid != row.pid:
                         raise EngineError(f"the worker for {mv.name!r} was stopped while it loaded")
                     found.state, found.last_used_at = "ready", utcnow()
                     s.add(found)
@@ -397,7 +399,7 @@ class WorkerPool:
         s.add(row)
         s.commit()
         s.refresh(row)
-        self._children[row.id] = proc
+        self._children[proc.pid] = proc
         return row
 
     # -- failures ----------------------------------------------------------------------------------
@@ -451,7 +453,7 @@ class WorkerPool:
     def _record_restart(self, row: ModelWorker, restarts: int, why: str) -> None:
         with Session(self.db) as s:
             found = s.get(ModelWorker, row.id)
-            if found is not None:
+            if found is not None and found.pid == row.pid:
                 found.restarts, found.last_error = restarts, why[-500:] or None
                 s.add(found)
                 s.commit()
