@@ -40,7 +40,8 @@ def local_models(wb: Workbench) -> list[tuple[str, int]]:
 def build(wb: Workbench, where: str, api: bool = True) -> gr.Dataframe:
     """The panel; ``where`` prefixes its element ids; ``api``: name its endpoints (once per
     UI: the Registry's)."""
-    with gr.Accordion("Model workers (local models loaded for chat)", open=False) as box:
+    with gr.Accordion("Model workers (local models loaded for chat)", open=False,
+                      elem_id=f"{where}-workers-panel") as box:
         gr.Markdown("Each local model answers from a worker process of its own. The least recently "
                     "used stops first when `max_workers` are running or memory runs short; an idle "
                     "one stops by itself after `worker_idle_minutes`.")
