@@ -6,7 +6,9 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+import yaml
 
+from app.assistant import service
 from app.core.workbench import Workbench
 from app.data import datasets
 from app.train.overrides import parse_advanced
@@ -85,6 +87,14 @@ def name_after_upload(file, name: str | None, filled: str) -> tuple[str, str]:
     return name or "", filled
 
 
+def detect_message(found: dict) -> str:
+    if found["task"] == "unknown":
+        return f"**Task not recognised.** {' '.join(found['reasons'])}"
+    columns = ", ".join(f"{ours} ← `{theirs}`" for ours, theirs in found["column_map"].items())
+    return (f"**Looks like {found['task']} data** (confidence {found['confidence']:.0%}): register it as "
+            f"**{found['kind']}**; columns {columns}. {' '.join(found['reasons']).capitalize()}.")
+
+
 def build(wb: Workbench) -> gr.Tab:
     with gr.Tab("Data", id="data") as tab:
         gr.Markdown("### Datasets\nRegister a JSONL, JSON, CSV or Parquet file. Every row is validated "
@@ -99,6 +109,7 @@ def build(wb: Workbench) -> gr.Tab:
                 dedup = gr.Checkbox(label="Drop duplicates", value=False,
                                     info="leave out rows that repeat an earlier row exactly")
                 with gr.Row():
+                    detect_btn = gr.Button("Detect the task", elem_id="data-detect")
                     preview_btn = gr.Button("Preview")
                     register = gr.Button("Register dataset", variant="primary")
                 sample = gr.Button("Register the sample SFT dataset")
@@ -124,11 +135,23 @@ def build(wb: Workbench) -> gr.Tab:
             return registered_message(ds), datasets_frame(wb)
 
         @user_errors
+        def on_detect(file, ds_kind, mapping):
+            """The assistant's reading of the file: the kind to register it as and the column map."""
+            if file is None:
+                raise gr.Error("choose a file first")
+            found = service.detect(wb, rows=datasets.read_rows(Path(file)))
+            renamed = {ours: theirs for ours, theirs in found["column_map"].items() if ours != theirs}
+            return (detect_message(found), gr.update(value=found["kind"] or ds_kind),
+                    yaml.safe_dump(renamed, sort_keys=False) if renamed else mapping)
+
+        @user_errors
         def on_sample():
             ds = datasets.register_file(wb, SAMPLE_SFT, "sample-sft", "sft")
             return registered_message(ds), datasets_frame(wb)
 
         upload.upload(name_after_upload, [upload, name, filled_name], [name, filled_name], show_api=False)
+        detect_btn.click(on_detect, [upload, kind, column_map], [status, kind, column_map],
+                         api_name="detect_task")
         preview_btn.click(on_preview, [upload, kind, column_map, dedup], [status, preview],
                           api_name="preview_dataset")
         register.click(on_register, [upload, name, kind, column_map, dedup], [status, table],

@@ -12,6 +12,7 @@ from app.core.workbench import Workbench
 from app.evals.suites import list_suites
 from app.train import training
 from app.train.overrides import parse_advanced
+from tabs import train_assistant
 from tabs.common import dataset_choices, model_choices, progress_html, user_errors
 
 RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
@@ -166,6 +167,8 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
         form = build_form(wb, recipes)
         status = gr.Markdown()
         mon = build_monitor(wb)
+        train_assistant.build(wb, form, mon.watch, prefill_outputs(form),
+                              lambda request: prefill_updates(wb, recipes, request))
         timer = gr.Timer(2.0)
         shown = gr.State("")  # which run and how many points the plot shows
         field_keys = list(FIELDS)

@@ -15,7 +15,7 @@ from app.assistant import service
 from app.assistant.diagnose import diagnose
 from app.assistant.explain import explain_curves
 from app.assistant.suggest import suggest_settings
-from app.assistant.task_detect import apply_column_map, detect_task
+from app.assistant.task_detect import detect_task
 from app.core.errors import InvalidInput
 from app.core.hardware import Gpu, Hardware
 from app.core.jobs import JobSpec
@@ -101,7 +101,7 @@ def test_the_task_and_column_map_are_detected(rows, task, kind, mapping):
     found = detect_task(rows)
     assert (found.task, found.kind, found.column_map) == (task, kind, mapping), found.reasons
     assert 0.5 <= found.confidence <= 1 and found.reasons
-    renamed = apply_column_map(rows, found.column_map)
+    renamed = datasets.apply_column_map(rows, found.column_map)
     assert set(renamed[0]) == set(mapping)
 
 
@@ -237,3 +237,35 @@ def test_explain_and_diagnose_runs_through_rest(wb, starter, tmp_path):
         assert detected["task"] == "preference"
         assert client.post("/api/assistant/detect", json={}).status_code == 422
         assert client.get("/api/assistant/explain/999").status_code == 404
+
+
+def test_the_data_tab_detects_an_uploaded_file_and_fills_the_kind_and_column_map(tmp_path):
+    from gradio_client import Client, handle_file
+
+    import launch
+    from app.core.settings import Settings
+    from tests.conftest import ServerThread
+
+    upload = tmp_path / "pairs.csv"
+    upload.write_text("question,good,bad\nWhat is 2+2?,4,5\nName a colour.,Blue,Seven\n")
+    server, _, wb = launch.build_server(Settings(home=tmp_path / "home"))
+    try:
+        with ServerThread(server) as srv:
+            client = Client(srv.url, verbose=False)
+            message, kind, column_map = client.predict(handle_file(str(upload)), "sft", "",
+                                                       api_name="/detect_task")
+            kind = kind["value"] if isinstance(kind, dict) else kind  # gradio_client passes the update on
+            assert "Looks like preference data" in message and kind == "dpo"
+            assert yaml_map(column_map) == {"chosen": "good", "rejected": "bad", "prompt": "question"}
+            # The map the assistant wrote is one the import takes as it is.
+            shown = client.predict(handle_file(str(upload)), kind, column_map, False,
+                                   api_name="/preview_dataset")
+            assert "2 rows" in shown[0]
+    finally:
+        wb.close()
+
+
+def yaml_map(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)

@@ -662,3 +662,36 @@ def test_label_judgeless_pairs_with_the_arena_keys(page, pairs_server):
         assert labels[bid].meta["shown_swapped"] == annotation.swapped(bid, labels[bid].labeler)
         want = annotation.SWAP[shown] if labels[bid].meta["shown_swapped"] else shown
         assert labels[bid].choice == want
+
+
+def test_the_assistant_suggests_settings_that_apply_to_the_form_and_start(page, server, tmp_path):
+    import httpx
+    import yaml
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("button", name="Register the sample SFT dataset").click()
+    expect(page.get_by_text("Registered sample-sft")).to_be_visible()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Start from model").click()
+    page.get_by_role("option", name="starter (base)").click()
+    page.get_by_label("Datasets").click()
+    page.get_by_role("option", name="sample-sft · sft · 195 rows").click()
+    page.locator("#train-assistant").get_by_text("Assistant: suggest settings").click()
+    page.locator("#assistant-suggest").click()
+    advice = page.locator("#assistant-advice")
+    expect(advice).to_contain_text("Suggested for 195 rows (SFT)")
+    expect(advice).to_contain_text("cutoff_len")
+    page.locator("#assistant-apply").click()
+    cutoff = page.get_by_label("Max tokens per example")
+    expect(cutoff).not_to_have_value("1024")  # the recipe's default, replaced by the suggestion
+    suggested = int(cutoff.input_value())
+    page.get_by_label("Run name (optional)").fill("suggested")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("Queued run suggested")).to_be_visible()
+    run = next(r for r in httpx.get(f"{server.url}/api/runs").json() if r["name"] == "suggested")
+    httpx.post(f"{server.url}/api/runs/{run['id']}/cancel")
+    config = yaml.safe_load((tmp_path / "home" / "runs" / "suggested" / "config.yaml").read_text())
+    assert config["cutoff_len"] == suggested < 1024
+    assert config["lora_alpha"] == 2 * config["lora_rank"]  # applied through the form's YAML keys

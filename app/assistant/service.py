@@ -82,7 +82,8 @@ def suggest(wb: Workbench, model_id: int, dataset_ids: list[int], stage: str | N
             gpus: list[int] | None = None, llm_model_id: int | None = None, use_llm: bool = True
             ) -> dict[str, Any]:
     s = suggest_settings(wb, model_id, dataset_ids, stage, gpus)
-    return {**s.as_dict(), "explanation": rewrite(wb, s.text(), "training advice", llm_model_id, use_llm)}
+    return {**s.as_dict(), "model_id": model_id, "dataset_ids": list(dataset_ids),
+            "explanation": rewrite(wb, s.text(), "training advice", llm_model_id, use_llm)}
 
 
 def detect(wb: Workbench, dataset_id: int | None = None, rows: list[Any] | None = None) -> dict[str, Any]:

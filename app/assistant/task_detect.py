@@ -120,7 +120,3 @@ def detect_task(rows: list[Any], sample: int = 200) -> Detection:
                      reasons=[f"no known layout in the columns {columns}: map them onto instruction/output, "
                               "messages, prompt/chosen/rejected, prompt/completion/label or text"])
 
-
-def apply_column_map(rows: list[dict[str, Any]], column_map: dict[str, str]) -> list[dict[str, Any]]:
-    """The rows with their columns renamed to Forgeloop's names (other columns dropped)."""
-    return [{ours: row.get(theirs) for ours, theirs in column_map.items()} for row in rows]
