@@ -67,6 +67,13 @@ LOCAL_PROMPTS = ("Hello!", "What color is the sky?", "Tell me about the cat, the
 LOCAL_ROUNDS = 3
 LOCAL_GEN = GenSettings(temperature=0.0, max_new_tokens=128)
 
+
+def LOCAL_SPEC(seed: int):  # noqa: N802 - a spec factory, read like a class
+    from app.models.starter_model import StarterSpec
+
+    return StarterSpec(seed=seed, pretrain_steps=0, hidden_size=256, intermediate_size=688,
+                       num_hidden_layers=4)
+
 N_BATTLES = 2000
 CLIENTS = 50
 INGEST_TARGET = 200.0
@@ -170,14 +177,18 @@ def bench_stub_battles(home: Path) -> None:
 
 
 def bench_local_battles(home: Path) -> None:
-    from app.models.starter_model import StarterSpec, build_starter_model
+    from app.models.starter_model import build_starter_model
 
     wb = open_workbench(Settings(home=home))
     try:
-        a = registry.create_starter_model(wb)
-        other = home / "starter-seed1"
-        build_starter_model(other, StarterSpec(seed=1))
-        b = registry.register_base_model(wb, "starter-seed1", str(other))
+        # Untrained (random-weight) starters: the trained one stops after a few tokens, and the
+        # figure is about two sides generating at once, so both should write the full budget.
+        sides = []
+        for seed in (1, 2):
+            folder = home / f"random-{seed}"
+            build_starter_model(folder, LOCAL_SPEC(seed=seed))
+            sides.append(registry.register_base_model(wb, f"random-{seed}", str(folder)))
+        a, b = sides
         for mv in (a, b):  # load both engines and run each once before timing
             drain(wb, mv, user("warm up"), LOCAL_GEN)
         battles.play_turn(wb, battles.new_battle(wb, a.id, b.id, gen=LOCAL_GEN).id, "warm up")
@@ -186,7 +197,8 @@ def bench_local_battles(home: Path) -> None:
         threads = [w["threads"] for w in worker_status(wb)]
     finally:
         wb.close()
-    print(f"1b battle vs slower side alone, 2 local starter models in worker processes "
+    print(f"1b battle vs slower side alone, 2 local random-weight starter-shaped models (hidden 256, "
+          f"4 layers) in worker processes "
           f"({os.cpu_count()} cores, {threads} threads each; greedy, <= {LOCAL_GEN.max_new_tokens} tokens): "
           f"median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x (target <= {BATTLE_TARGET:g}x)")
 

@@ -252,3 +252,26 @@ def test_a_lora_version_deploys_as_base_gguf_plus_adapter(dwb, llama_stub, start
     with pytest.raises(ollama.ResponseError, match="cannot apply adapters"):  # never the bare base
         ollama.Client(host=llama_stub.url).chat("forgeloop/starter:tuned",
                                                  messages=[{"role": "user", "content": "Hello!"}])
+
+
+def test_the_assistant_words_its_advice_with_the_deployed_model_or_falls_back(dwb, llama_stub, starter,
+                                                                              starter_gguf):
+    from app.assistant import service
+
+    text = "Lower the learning rate to 3e-05 and train 2 epochs."
+    assert service.rewrite(dwb, text, "advice")["note"].startswith("no assistant model is registered")
+    base = with_gguf(dwb, starter, starter_gguf)
+    deploy_ok(dwb, base.id)
+    listing = {d["name"]: d for d in deploy.list_deployments(dwb)["deployments"]}
+    served = deploy.add_to_arena(dwb, listing["forgeloop/starter:latest"]["id"])
+    assert served.kind == "ollama" and service.default_llm(dwb).id == served.id  # the default now
+    worded = service.rewrite(dwb, text, "advice", timeout=120)
+    assert worded["source"] == "llm" and worded["llm"] == served.name and worded["text"]
+    assert worded["rules"] == text  # the rule-based text stays available
+    llama_stub.chunk_delay = 2.0  # an assistant model too slow to wait for
+    try:
+        slow = service.rewrite(dwb, text, "advice", timeout=0.5)
+    finally:
+        llama_stub.chunk_delay = 0.0
+    assert slow["source"] == "rules" and slow["text"] == text
+    assert "did not answer within 0.5 s" in slow["note"]
