@@ -76,6 +76,7 @@ def build_server(settings: Settings):
     from app.web.hub_routes import hub_router
     from app.web.job_routes import jobs_router
     from app.web.model_routes import models_router
+    from app.web.playground_routes import playground_router
     from app.web.quality_routes import quality_router
     from app.web.selfinstruct_routes import selfinstruct_router
     from app.web.train_routes import training_router
@@ -97,7 +98,7 @@ def build_server(settings: Settings):
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
                quality_router(wb, login), annotation_router(wb, api_user, login),
                selfinstruct_router(wb, login), votes_router(wb, login), eval_router(wb, login),
-               workers_router(wb, login), assistant_router(wb, login))
+               workers_router(wb, login), assistant_router(wb, login), playground_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.

@@ -12,7 +12,16 @@ def build_ui(wb: Workbench) -> gr.Blocks:
     from app.arena import preference_export
     from app.train import training
     from app.train.schedule import with_schedule
-    from tabs import arena_tab, data_annotate, data_tab, evaluate_tab, jobs_panel, registry_tab, train_tab
+    from tabs import (
+        arena_tab,
+        chat_tab,
+        data_annotate,
+        data_tab,
+        evaluate_tab,
+        jobs_panel,
+        registry_tab,
+        train_tab,
+    )
     from tabs.common import shortcuts_script, user_errors
 
     head = shortcuts_script(arena_tab.SHORTCUT_VIEW, data_annotate.SHORTCUT_VIEW)
@@ -38,6 +47,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
                              api_name="train_on_votes")
 
             arena_tab.build(wb, wire_train)
+            chat_tab.build(wb)
             registry_tab.build(wb)
             evaluate_tab.build(wb)
         jobs_panel.build(wb)

@@ -83,12 +83,12 @@ def test_click_through_the_four_tabs(page, server, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-@pytest.mark.slow
-def test_train_from_the_browser(page, server, tmp_path):
+def sample_data_in_the_train_form(page, url: str) -> None:
+    """Register the sample SFT data in the Data tab, then pick it and the starter in the Train
+    form (data registered in one tab shows up in the other's picker)."""
     from playwright.sync_api import expect
 
-    page.goto(server.url)
-    # Data registered in one tab shows up in the Train tab's picker.
+    page.goto(url)
     page.get_by_role("tab", name="Data").click()
     page.get_by_role("button", name="Register the sample SFT dataset").click()
     expect(page.get_by_text("Registered sample-sft")).to_be_visible()
@@ -97,6 +97,13 @@ def test_train_from_the_browser(page, server, tmp_path):
     page.get_by_role("option", name="starter (base)").click()
     page.get_by_label("Datasets").click()
     page.get_by_role("option", name="sample-sft · sft · 195 rows").click()
+
+
+@pytest.mark.slow
+def test_train_from_the_browser(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    sample_data_in_the_train_form(page, server.url)
     page.get_by_label("Run name (optional)").fill("browser-sft")
     page.get_by_label("Epochs").fill("1")
     page.get_by_label("Learning rate").fill("0.001")
@@ -669,15 +676,7 @@ def test_the_assistant_suggests_settings_that_apply_to_the_form_and_start(page, 
     import yaml
     from playwright.sync_api import expect
 
-    page.goto(server.url)
-    page.get_by_role("tab", name="Data").click()
-    page.get_by_role("button", name="Register the sample SFT dataset").click()
-    expect(page.get_by_text("Registered sample-sft")).to_be_visible()
-    page.get_by_role("tab", name="Train").click()
-    page.get_by_label("Start from model").click()
-    page.get_by_role("option", name="starter (base)").click()
-    page.get_by_label("Datasets").click()
-    page.get_by_role("option", name="sample-sft · sft · 195 rows").click()
+    sample_data_in_the_train_form(page, server.url)
     page.locator("#train-assistant").get_by_text("Assistant: suggest settings").click()
     page.locator("#assistant-suggest").click()
     advice = page.locator("#assistant-advice")
@@ -695,3 +694,23 @@ def test_the_assistant_suggests_settings_that_apply_to_the_form_and_start(page, 
     config = yaml.safe_load((tmp_path / "home" / "runs" / "suggested" / "config.yaml").read_text())
     assert config["cutoff_len"] == suggested < 1024
     assert config["lora_alpha"] == 2 * config["lora_rank"]  # applied through the form's YAML keys
+
+
+def test_chat_with_one_model_and_keep_the_conversation(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-model input").click()
+    page.get_by_role("option", name="starter (base)").click()
+    page.locator("#chat-prompt textarea").fill("Hello!")
+    page.locator("#chat-send").click()
+    log = page.locator("#chat-log")
+    expect(log).to_contain_text("Hello!")
+    answers = log.locator(".message.bot, [data-testid='bot']")
+    expect(answers.first).to_be_visible(timeout=60_000)
+    expect(page.locator("#chat-prompt textarea")).to_have_value("")
+    page.locator("#chat-save").click()
+    expect(page.locator("#chat-status")).to_contain_text("Saved to dataset playground-examples (1 rows)")
+    shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "chat.png"
+    page.screenshot(path=str(shot), full_page=True)

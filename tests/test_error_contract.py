@@ -55,6 +55,7 @@ API_PATHS |= {"/api/workers", "/api/workers/{model_id}", "/api/workers/{model_id
               "/api/workers/{model_id}/unload"}
 API_PATHS |= {"/api/assistant/suggest", "/api/assistant/detect", "/api/assistant/explain/{run_id}",
               "/api/assistant/diagnose/{run_id}"}
+API_PATHS |= {"/api/playground/chat", "/api/playground/examples", "/api/playground/arena"}
 
 
 @pytest.fixture(scope="module")
