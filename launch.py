@@ -70,6 +70,7 @@ def build_server(settings: Settings):
     from app.web.arena_routes import arena_router
     from app.web.assistant_routes import assistant_router
     from app.web.auth import api_auth, api_user
+    from app.web.dataset_routes import datasets_router
     from app.web.deploy_routes import deploy_router
     from app.web.errors import install_api_fallback, install_error_handlers
     from app.web.eval_routes import eval_router
@@ -98,7 +99,8 @@ def build_server(settings: Settings):
                models_router(wb, login), deploy_router(wb, login), hub_router(wb, login),
                quality_router(wb, login), annotation_router(wb, api_user, login),
                selfinstruct_router(wb, login), votes_router(wb, login), eval_router(wb, login),
-               workers_router(wb, login), assistant_router(wb, login), playground_router(wb, login))
+               workers_router(wb, login), assistant_router(wb, login), playground_router(wb, login),
+               datasets_router(wb, login))
     for router in routers:
         # Route by route, not include_router: newer FastAPI keeps an included router as one
         # opaque entry, and the API fallback and the error-contract test read server.routes.

@@ -12,7 +12,7 @@ from app.assistant import service
 from app.core.workbench import Workbench
 from app.data import datasets
 from app.train.overrides import parse_advanced
-from tabs import data_annotate, data_quality, data_selfinstruct
+from tabs import data_annotate, data_browse, data_quality, data_selfinstruct
 from tabs.common import user_errors
 
 SAMPLE_SFT = Path(__file__).resolve().parent.parent / "data" / "samples" / "sft_starter.jsonl"
@@ -158,6 +158,7 @@ def build(wb: Workbench) -> gr.Tab:
                        api_name="register_dataset")
         sample.click(on_sample, None, [status, table], api_name="register_sample")
         tab.select(lambda: datasets_frame(wb), None, table, show_api=False)
+        data_browse.build(wb)
         data_selfinstruct.build(wb)
         data_quality.build(wb)
         data_annotate.build(wb)

@@ -714,3 +714,22 @@ def test_chat_with_one_model_and_keep_the_conversation(page, server, tmp_path):
     expect(page.locator("#chat-status")).to_contain_text("Saved to dataset playground-examples (1 rows)")
     shot = Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "chat.png"
     page.screenshot(path=str(shot), full_page=True)
+
+
+def test_browse_search_and_delete_a_dataset(page, server):
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("button", name="Register the sample SFT dataset").click()
+    expect(page.get_by_text("Registered sample-sft")).to_be_visible()
+    page.locator("#data-browse").get_by_text("Browse a dataset").click()
+    page.locator("#browse-dataset input").click()
+    page.get_by_role("option", name="sample-sft · sft · 195 rows").click()
+    page.locator("#browse-query textarea").fill("hello")
+    page.locator("#browse-show").click()
+    expect(page.locator("#browse-about")).to_contain_text("Used by runs: none")
+    expect(page.get_by_text("of 195 rows match")).to_be_visible()
+    expect(page.locator("#browse-rows")).to_contain_text("Hello! How can I help you today?")
+    page.locator("#browse-delete").click()
+    expect(page.locator("#browse-status")).to_contain_text("Deleted sample-sft")

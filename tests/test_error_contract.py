@@ -56,6 +56,8 @@ API_PATHS |= {"/api/workers", "/api/workers/{model_id}", "/api/workers/{model_id
 API_PATHS |= {"/api/assistant/suggest", "/api/assistant/detect", "/api/assistant/explain/{run_id}",
               "/api/assistant/diagnose/{run_id}"}
 API_PATHS |= {"/api/playground/chat", "/api/playground/examples", "/api/playground/arena"}
+API_PATHS |= {"/api/datasets", "/api/datasets/{dataset_id}", "/api/datasets/{dataset_id}/rows",
+              "/api/datasets/{dataset_id}/download"}
 
 
 @pytest.fixture(scope="module")

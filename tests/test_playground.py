@@ -37,7 +37,7 @@ def test_conversations_become_sft_examples_without_rewriting_a_dataset(wb):
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
     more = playground.save_example(wb, [{"role": "user", "content": "And another?"},
                                         {"role": "assistant", "content": "Green."}], "kept")
-    assert (more.name, more.num_rows, more.meta["extends"]) == ("kept-2", 2, first.id)
+    assert (more.name, more.num_rows, more.meta["parent_id"]) == ("kept-2", 2, first.id)
     assert datasets.get_dataset(wb, first.id).num_rows == 1  # the first snapshot is untouched
     with pytest.raises(InvalidInput, match="end with the assistant"):
         playground.save_example(wb, talk[:1], "kept")

@@ -73,7 +73,7 @@ def save_example(wb: Workbench, messages: list[dict[str, Any]], dataset_name: st
         if earlier.kind != "sft":
             raise InvalidInput(f"dataset {earlier.name!r} is for {earlier.kind}, not SFT examples")
         rows = datasets.read_rows(Path(earlier.path)) + rows
-        meta["extends"] = earlier.id
+        meta.update(parent_id=earlier.id, parent_name=earlier.name)
     return datasets.register_rows(wb, free_name(wb, name), "sft", rows, source="generated", meta=meta)
 
 

@@ -575,7 +575,7 @@ def info_path(wb: Workbench) -> Path:
     return wb.settings.datasets_dir / "dataset_info.json"
 
 
-def _update_info(wb: Workbench, name: str, entry: dict[str, Any] | None) -> None:
+def update_info(wb: Workbench, name: str, entry: dict[str, Any] | None) -> None:
     path = info_path(wb)
     info = json.loads(path.read_text()) if path.exists() else {}
     if entry is None:
@@ -709,7 +709,7 @@ def register_rows(
                            "pick another dataset name")
         _atomic_write(target, prepared.body)
         try:
-            _update_info(wb, name, dataset_info_entry(prepared.format, file_name))
+            update_info(wb, name, dataset_info_entry(prepared.format, file_name))
             ds = Dataset(
                 name=name,
                 kind=prepared.kind,
@@ -726,7 +726,7 @@ def register_rows(
                 s.refresh(ds)
         except BaseException:
             target.unlink(missing_ok=True)
-            _update_info(wb, name, None)
+            update_info(wb, name, None)
             raise
     return ds
 
