@@ -14,7 +14,7 @@ from app.arena.leaderboard import describe_exclusions, leaderboard_cache
 from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
-from tabs import workers_panel
+from tabs import arena_history, workers_panel
 from tabs.common import SHORTCUT_HELP, model_choices, shortcuts_script, user_errors
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
@@ -356,6 +356,8 @@ def build(wb: Workbench, on_train) -> gr.Tab:
             build_leaderboard(wb)
         with gr.Tab("Votes → data"):
             build_exports(wb, on_train)
+        with gr.Tab("History"):
+            arena_history.build(wb)
         with gr.Tab("Voters"):
             build_voter_admin(wb)
         tab.select(lambda: (gr.update(choices=model_choices(wb)),) * 2, None, [ui.model_a, ui.model_b],

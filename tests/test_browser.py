@@ -212,6 +212,18 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(board).to_contain_text("beta")
     expect(page.get_by_text("1 valid votes")).to_be_visible()
 
+    # History: the battle and its vote are listed; the vote is changed.
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-search").click()
+    expect(page.locator("#history-table")).to_contain_text("turn 1: a by")
+    page.locator("#history-battle input").fill("1")
+    page.locator("#history-open").click()
+    detail = page.locator("#history-detail")
+    expect(detail).to_contain_text("Battle #1")
+    page.get_by_label("b", exact=True).check()
+    page.locator("#history-change").click()
+    expect(detail).to_contain_text("vote b by")
+
 
 @pytest.fixture
 def duel_server(tmp_path, starter_dir, sft_adapter_dir):

@@ -171,8 +171,9 @@ class LeaderboardCache:
         self._default: LeaderboardView | None = None
 
     def _fingerprint(self) -> tuple:
-        # Votes are never edited and a battle's mode and models are fixed, so new votes show up
-        # in count/max(id); model rows decide names, the arena's members and self-battles.
+        # Votes are never edited in place (a change replaces the row: app/arena/history.py) and a
+        # battle's mode and models are fixed, so every change shows up in count/max(id); model
+        # rows decide names, the arena's members and self-battles.
         with self._wb.engine.connect() as conn:
             votes = conn.execute(text("SELECT count(*), max(id) FROM votes")).one()
             models = conn.execute(text("SELECT id, name, in_arena, kind, base_path, adapter_path, meta "

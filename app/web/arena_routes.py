@@ -43,6 +43,14 @@ class TurnBody(BaseModel):
     prompt: str
 
 
+class VoteChange(BaseModel):
+    choice: str
+
+
+class FlagBody(BaseModel):
+    flagged: bool
+
+
 class FeedbackBody(BaseModel):
     battle_id: int
     choice: str
@@ -54,7 +62,7 @@ def arena_router(
 ) -> APIRouter:
     """Arena routes, each needing ``dependencies`` (the login check with --auth).
     ``user_of(request)`` names the caller for votes and rate limits."""
-    from app.arena import battles
+    from app.arena import battles, history
     from app.arena.leaderboard import leaderboard_cache
     from app.arena.voters import admit_message, admit_vote
     from app.inference.chat_engines import model_engines
@@ -129,5 +137,33 @@ def arena_router(
     @r.get("/battles")
     def battle_list(limit: int = 100, offset: int = 0):
         return battles.list_battles(wb, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+
+    # Battle history (app/arena/history.py). A voter's own name is what the login gave, so
+    # these stay workbench routes: the voter server has no API.
+    @r.get("/battles/history")
+    def battle_history(model_id: int | None = None, voter: str | None = None, flagged: bool | None = None,
+                       since: str | None = None, until: str | None = None, limit: int = 50, offset: int = 0):
+        return history.battle_history(wb, model_id, voter, flagged, since, until,
+                                      min(max(limit, 1), 1000), max(offset, 0))
+
+    @r.get("/battles/{battle_id}")
+    def battle_detail(battle_id: int):
+        return history.battle_detail(wb, battle_id)
+
+    def vote_json(v) -> dict[str, Any]:
+        return {"battle_id": v.battle_id, "turn": v.turn, "choice": v.choice, "voter": v.voter,
+                "flags": v.flags}
+
+    @r.put("/battles/{battle_id}/turns/{turn}/vote")
+    def change_vote(battle_id: int, turn: int, body: VoteChange):
+        return vote_json(history.change_vote(wb, battle_id, turn, body.choice))
+
+    @r.delete("/battles/{battle_id}/turns/{turn}/vote", status_code=204)
+    def withdraw_vote(battle_id: int, turn: int):
+        history.withdraw_vote(wb, battle_id, turn)
+
+    @r.put("/battles/{battle_id}/turns/{turn}/flag")
+    def flag_vote(battle_id: int, turn: int, body: FlagBody):
+        return vote_json(history.flag_vote(wb, battle_id, turn, body.flagged))
 
     return r
