@@ -58,6 +58,9 @@ def test_history_filters_and_vote_changes(wb, served):
     assert [b["id"] for b in history.battle_history(wb, flagged=True)["battles"]] == [two]
     assert leaderboard_cache(wb).get().votes_used == 2  # flagged votes stay out
     assert history.REVIEW_FLAG not in history.flag_vote(wb, two, 0, False).flags
+    newest = history.change_vote(wb, three, 0, "b")  # the newest vote: its replacement still looks new
+    assert leaderboard_cache(wb).get().table.set_index("model").loc["gamma", "rating"] > \
+        after.loc["gamma", "rating"] and newest.id > changed.id
     history.withdraw_vote(wb, three, 0)
     assert history.battle_detail(wb, three)["turns"][0]["vote"] is None
     new = preference_export.build_dpo_dataset(wb, name="after")

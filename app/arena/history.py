@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from app.arena.battles import CHOICES
 from app.core.errors import InvalidInput, NotFound
@@ -97,6 +97,9 @@ def _replace(wb: Workbench, battle_id: int, turn: int, change) -> Vote:
         if old is None:
             raise NotFound(f"turn {turn} of battle {battle_id} has no vote")
         new = change(old)
+        # A fresh id above every other (SQLite would reuse the old one were it the newest), so
+        # the leaderboard's fingerprint changes.
+        new.id = s.exec(select(func.max(Vote.id))).one() + 1
         s.delete(old)
         s.flush()
         s.add(new)
