@@ -29,7 +29,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
         gr.Markdown("# Forgeloop\nData → Train → Arena → Registry, and round again.")
         with gr.Tabs() as tabs:
             data_tab.build(wb)
-            _, train_form = train_tab.build(wb)
+            _, train_form, reattach = train_tab.build(wb)
 
             def wire_train(button: gr.Button, dataset_state: gr.State) -> None:
                 """"Train on these votes": open the Train tab pre-filled, the schedule sized
@@ -51,6 +51,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
             registry_tab.build(wb)
             evaluate_tab.build(wb)
         jobs_panel.build(wb)
+        demo.load(reattach[0], None, reattach[1], show_api=False)
     return demo
 
 

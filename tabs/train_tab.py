@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 import yaml
 
+from app.assistant.service import explain_run
 from app.core.workbench import Workbench
 from app.evals.suites import list_suites
 from app.train import training
@@ -15,6 +16,8 @@ from app.train.overrides import parse_advanced
 from tabs import train_assistant
 from tabs.common import dataset_choices, model_choices, progress_html, user_errors
 
+WARNINGS = {"not_learning": "The model did not learn.", "diverging": "Training diverged.",
+            "overfitting": "The model over-fitted."}
 RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
 # Form fields mapped onto LLaMA-Factory keys; the recipe's value is the default.
 FIELDS = {
@@ -124,6 +127,7 @@ class Monitor:
     command: gr.Code
     tensorboard: gr.Code
     gpu_memory: gr.Markdown
+    verdict: gr.Markdown  # a finished run that did not learn, diverged or over-fitted says so
     log: gr.Textbox
     runs: gr.Dataframe
 
@@ -142,10 +146,11 @@ def build_monitor(wb: Workbench) -> Monitor:
         command = gr.Code(label="Equivalent command", language="shell", interactive=False)
         tensorboard = gr.Code(label="TensorBoard", language="shell", interactive=False)
     gpu_memory = gr.Markdown()
+    verdict = gr.Markdown(elem_id="run-verdict")
     log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
     runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
     return Monitor(watch, cancel, resume, rerun, half, delete, progress, plot, command, tensorboard,
-                   gpu_memory, log, runs)
+                   gpu_memory, verdict, log, runs)
 
 
 def prefill_updates(wb: Workbench, recipes: dict[str, training.Recipe], request: dict) -> list:
@@ -161,7 +166,9 @@ def prefill_updates(wb: Workbench, recipes: dict[str, training.Recipe], request:
             yaml.safe_dump(over) if over else "", *values]
 
 
-def build(wb: Workbench) -> tuple[gr.Tab, Form]:
+def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
+    """The tab, its form, and (function, outputs) for the page's load event (re-attach to a
+    run still training)."""
     recipes = training.load_recipes()
     with gr.Tab("Train", id="train") as tab:
         form = build_form(wb, recipes)
@@ -216,7 +223,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
         def on_tick(run_id, shown):
             """Refresh the live view; the plot only when it has new points (no flicker)."""
             if run_id is None:
-                return (gr.skip(),) * 6 + (runs_frame(wb), shown)
+                return (gr.skip(),) * 7 + (runs_frame(wb), shown)
             view = training.run_view(wb, int(run_id))
             text = view["log"] + (f"\n\nERROR: {view['error']}" if view["error"] else "")
             key = f"{run_id}:{len(view['points'])}"
@@ -233,7 +240,8 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
                     if not run.gpus or str(g.index) in run.gpus.split(",")]
             memory = " · ".join(g.label for g in gpus) or "Training on the CPU."
             return (progress_html(view), points, view["command"], training.tensorboard_command(run),
-                    memory, text, runs_frame(wb), key)
+                    memory, run_verdict(wb, run, view["status"]) if key != shown else gr.skip(), text,
+                    runs_frame(wb), key)
 
         def refresh_runs(message):
             return message, gr.update(choices=run_choices(wb)), runs_frame(wb)
@@ -293,11 +301,33 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form]:
         mon.half.click(on_half, mon.watch, manage, api_name="rerun_half_batch")
         mon.rerun.click(on_load, mon.watch, [*prefill_outputs(form), form.name, form.val_size, form.gpus,
                                              form.deepspeed, status], show_api=False)
-        views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.log, mon.runs,
-                 shown]
+        def on_page_load():
+            """After a reload: watch the run still training and show its settings in the form."""
+            run = training.active_run(wb)
+            if run is None:
+                return (gr.skip(),) * (2 + len(prefill_outputs(form)))
+            req = dict(run.request or {"recipe": run.recipe, "model_id": run.model_id,
+                                       "dataset_ids": run.dataset_ids})
+            return (gr.update(choices=run_choices(wb), value=run.id),
+                    f"Watching **{run.name}** ({run.status}); the form shows its settings.",
+                    *prefill_updates(wb, recipes, req))
+
+        reattach = (on_page_load, [mon.watch, status, *prefill_outputs(form)])
+        views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.verdict, mon.log,
+                 mon.runs, shown]
         mon.watch.change(on_tick, [mon.watch, shown], views, show_api=False)
         timer.tick(on_tick, [mon.watch, shown], views, show_api=False)
-    return tab, form
+    return tab, form, reattach
+
+
+def run_verdict(wb: Workbench, run, status: str) -> str:
+    """For a finished run whose curves show a problem, the assistant's reading of them."""
+    if status != "succeeded":
+        return ""
+    found = explain_run(wb, run.id, use_llm=False)
+    if found["verdict"] not in ("not_learning", "diverging", "overfitting"):
+        return ""
+    return f"**{WARNINGS[found['verdict']]}** {found['explanation']['text']}"
 
 
 def prefill_outputs(form: Form) -> list:

@@ -266,3 +266,19 @@ def yaml_map(text: str) -> dict:
     import yaml
 
     return yaml.safe_load(text)
+
+
+def test_the_train_tab_says_when_a_finished_dpo_run_did_not_learn(wb, starter):
+    from tabs.train_tab import run_verdict
+
+    run = finished_run(wb, starter, wb.settings.runs_dir / "flat-dpo", "ok", curve("dpo_chance"))
+    with wb.session() as s:
+        row = s.get(Run, run.id)
+        row.config = {**row.config, "stage": "dpo"}
+        s.add(row)
+        s.commit()
+    shown = run_verdict(wb, training.get_run(wb, run.id), "succeeded")
+    assert shown.startswith("**The model did not learn.**") and "ln 2" in shown and "more pairs" in shown
+    good = finished_run(wb, starter, wb.settings.runs_dir / "fine", "ok", curve("converging"))
+    assert run_verdict(wb, good, "succeeded") == ""
+    assert run_verdict(wb, good, "running") == ""

@@ -8,7 +8,7 @@ import pytest
 
 from app.core.settings import Settings
 from app.models import registry
-from tests.conftest import ServerThread, home_with_served, make_workbench
+from tests.conftest import ROOT, ServerThread, home_with_served, make_workbench
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -745,3 +745,46 @@ def test_browse_search_and_delete_a_dataset(page, server):
     expect(page.locator("#browse-rows")).to_contain_text("Hello! How can I help you today?")
     page.locator("#browse-delete").click()
     expect(page.locator("#browse-status")).to_contain_text("Deleted sample-sft")
+
+
+def test_a_reloaded_page_reattaches_to_the_run_in_training(page, tmp_path, starter_dir):
+    import sys
+
+    from playwright.sync_api import expect
+
+    import launch
+    from app.core.hardware import Hardware
+    from app.core.jobs import JobSpec
+    from app.core.progress_log import TRAINER_LOG
+    from app.core.tables import Run
+    from app.data import datasets
+    from app.train import training
+
+    home = tmp_path / "home"
+    app, _, wb = launch.build_server(Settings(home=home))
+    try:
+        base = registry.register_base_model(wb, "starter", str(starter_dir))
+        data = datasets.register_file(wb, ROOT / "data/samples/sft_starter.jsonl", "sample-sft", "sft")
+        req = training.TrainRequest("sft_lora", base.id, [data.id], name="long-run",
+                                    overrides={"cutoff_len": 256})
+        folder = wb.settings.runs_dir / "long-run"
+        plan = training.plan_run(wb, req, folder, Hardware())
+        folder.mkdir(parents=True)
+        out = folder / "output"
+        fake = Path(__file__).resolve().parent / "fake_trainer.py"
+        spec = JobSpec(command=[sys.executable, str(fake), str(out), "200", "0.2"], cwd=folder,
+                       log_path=folder / "train.log", progress_path=out / TRAINER_LOG,
+                       resources=frozenset({"cpu"}), title="long-run")
+        row = Run(name="long-run", stage="sft", model_id=base.id, dataset_ids=[data.id], recipe="sft_lora",
+                  request=req.as_dict(), config=plan.config, output_dir=str(out))
+        run = training.queue_run(wb, row, spec)
+        with ServerThread(app) as srv:
+            for _ in range(2):  # the first visit and a reload
+                page.goto(srv.url)
+                page.get_by_role("tab", name="Train").click()
+                expect(page.get_by_text("Watching long-run")).to_be_visible(timeout=20_000)
+                expect(page.get_by_label("Max tokens per example")).to_have_value("256")
+                expect(page.locator(".fl-progress[data-status='running']")).to_be_visible(timeout=20_000)
+        training.cancel_run(wb, run.id)
+    finally:
+        wb.close()

@@ -559,6 +559,11 @@ def list_runs(wb: Workbench) -> list[Run]:
         return list(s.exec(select(Run).order_by(Run.id.desc())))
 
 
+def active_run(wb: Workbench) -> Run | None:
+    """The newest run still queued or training (what the Train tab re-attaches to)."""
+    return next((r for r in list_runs(wb) if r.status in ACTIVE), None)
+
+
 def get_run(wb: Workbench, run_id: int) -> Run:
     return wb.row(Run, run_id, "run")
 
