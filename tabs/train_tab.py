@@ -11,7 +11,7 @@ import yaml
 from app.assistant.service import explain_run
 from app.core.workbench import Workbench
 from app.evals.suites import list_suites
-from app.train import training
+from app.train import presets, training
 from app.train.overrides import parse_advanced
 from tabs import train_assistant
 from tabs.common import dataset_choices, model_choices, progress_html, user_errors
@@ -122,6 +122,8 @@ class Monitor:
     rerun: gr.Button
     half: gr.Button
     delete: gr.Button
+    new_name: gr.Textbox
+    rename: gr.Button
     progress: gr.HTML
     plot: gr.LinePlot
     command: gr.Code
@@ -140,6 +142,9 @@ def build_monitor(wb: Workbench) -> Monitor:
         rerun = gr.Button("Re-run with edits")
         half = gr.Button("Re-run at half the micro-batch")
         delete = gr.Button("Delete")
+    with gr.Row():
+        new_name = gr.Textbox(label="New name for the watched run", scale=3)
+        rename = gr.Button("Rename run")
     progress = gr.HTML()
     plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, visible=False)
     with gr.Row():
@@ -149,8 +154,8 @@ def build_monitor(wb: Workbench) -> Monitor:
     verdict = gr.Markdown(elem_id="run-verdict")
     log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
     runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
-    return Monitor(watch, cancel, resume, rerun, half, delete, progress, plot, command, tensorboard,
-                   gpu_memory, verdict, log, runs)
+    return Monitor(watch, cancel, resume, rerun, half, delete, new_name, rename, progress, plot, command,
+                   tensorboard, gpu_memory, verdict, log, runs)
 
 
 def prefill_updates(wb: Workbench, recipes: dict[str, training.Recipe], request: dict) -> list:
@@ -172,7 +177,13 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
     recipes = training.load_recipes()
     with gr.Tab("Train", id="train") as tab:
         form = build_form(wb, recipes)
-        status = gr.Markdown()
+        with gr.Accordion("Presets: save this form under a name, load one back", open=False):
+            with gr.Row():
+                preset = gr.Dropdown(preset_names(wb), label="Preset", scale=2, elem_id="preset-pick")
+                load_preset = gr.Button("Load preset", elem_id="preset-load")
+                preset_name = gr.Textbox(label="Save as", scale=2, elem_id="preset-name")
+                save_preset = gr.Button("Save preset", elem_id="preset-save")
+        status = gr.Markdown(elem_id="train-status")
         mon = build_monitor(wb)
         train_assistant.build(wb, form, mon.watch, prefill_outputs(form),
                               lambda request: prefill_updates(wb, recipes, request))
@@ -223,7 +234,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         def on_tick(run_id, shown):
             """Refresh the live view; the plot only when it has new points (no flicker)."""
             if run_id is None:
-                return (gr.skip(),) * 7 + (runs_frame(wb), shown)
+                return (gr.skip(),) * 7 + (runs_frame(wb), shown) + (gr.update(interactive=False),) * 4
             view = training.run_view(wb, int(run_id))
             text = view["log"] + (f"\n\nERROR: {view['error']}" if view["error"] else "")
             key = f"{run_id}:{len(view['points'])}"
@@ -241,7 +252,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
             memory = " · ".join(g.label for g in gpus) or "Training on the CPU."
             return (progress_html(view), points, view["command"], training.tensorboard_command(run),
                     memory, run_verdict(wb, run, view["status"]) if key != shown else gr.skip(), text,
-                    runs_frame(wb), key)
+                    runs_frame(wb), key, *button_states(run))
 
         def refresh_runs(message):
             return message, gr.update(choices=run_choices(wb)), runs_frame(wb)
@@ -313,11 +324,51 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
                     *prefill_updates(wb, recipes, req))
 
         reattach = (on_page_load, [mon.watch, status, *prefill_outputs(form)])
+
+        @user_errors
+        def on_save_preset(name, *form_values):
+            request = form_request(*form_values).as_dict()
+            request.pop("name", None)
+            row = presets.save_preset(wb, name, request)
+            return f"Saved preset **{row.name}**.", gr.update(choices=preset_names(wb), value=row.name)
+
+        @user_errors
+        def on_load_preset(name):
+            if not name:
+                raise gr.Error("choose a preset first")
+            row = presets.get_preset(wb, name)
+            return (f"Loaded preset **{row.name}**.", *prefill_updates(wb, recipes, row.request))
+
+        @user_errors
+        def on_rename(run_id, name):
+            run = presets.rename_run(wb, _need(run_id), name)
+            return refresh_runs(f"Renamed the run to **{run.name}**.")
+
+        def on_pick_row(evt: gr.SelectData):
+            """A click on a row of the runs table watches that run."""
+            row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+            runs = training.list_runs(wb)
+            return gr.update(value=runs[row].id) if 0 <= row < len(runs) else gr.skip()
+
+        save_preset.click(on_save_preset, [preset_name, *inputs], [status, preset], api_name="save_preset")
+        load_preset.click(on_load_preset, preset, [status, *prefill_outputs(form)], api_name="load_preset")
+        mon.rename.click(on_rename, [mon.watch, mon.new_name], manage, api_name="rename_run")
+        mon.runs.select(on_pick_row, None, mon.watch, show_api=False)
         views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.verdict, mon.log,
-                 mon.runs, shown]
+                 mon.runs, shown, mon.cancel, mon.resume, mon.delete, mon.half]
         mon.watch.change(on_tick, [mon.watch, shown], views, show_api=False)
         timer.tick(on_tick, [mon.watch, shown], views, show_api=False)
     return tab, form, reattach
+
+
+def button_states(run) -> list:
+    """Cancel, Resume, Delete and half-batch re-run are clickable only when they apply."""
+    allowed = presets.run_actions(run)
+    return [gr.update(interactive=allowed[k]) for k in ("cancel", "resume", "delete", "half")]
+
+
+def preset_names(wb: Workbench) -> list[str]:
+    return [p.name for p in presets.list_presets(wb)]
 
 
 def run_verdict(wb: Workbench, run, status: str) -> str:

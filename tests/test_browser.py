@@ -785,6 +785,21 @@ def test_a_reloaded_page_reattaches_to_the_run_in_training(page, tmp_path, start
                 expect(page.get_by_text("Watching long-run")).to_be_visible(timeout=20_000)
                 expect(page.get_by_label("Max tokens per example")).to_have_value("256")
                 expect(page.locator(".fl-progress[data-status='running']")).to_be_visible(timeout=20_000)
-        training.cancel_run(wb, run.id)
+            # The form as a preset, loaded back after a change.
+            page.get_by_text("Presets: save this form").click()
+            page.locator("#preset-name textarea").fill("small-cutoff")
+            page.locator("#preset-save").click()
+            expect(page.locator("#train-status")).to_contain_text("Saved preset small-cutoff")
+            page.get_by_label("Max tokens per example").fill("999")
+            page.locator("#preset-pick input").click()
+            page.get_by_role("option", name="small-cutoff").click()
+            page.locator("#preset-load").click()
+            expect(page.get_by_label("Max tokens per example")).to_have_value("256")
+            # Cancel applies while it trains, and no longer once it stopped.
+            cancel = page.get_by_role("button", name="Cancel", exact=True)
+            expect(cancel).to_be_enabled()
+            cancel.click()
+            expect(cancel).to_be_disabled(timeout=30_000)
+            expect(page.get_by_role("button", name="Delete", exact=True)).to_be_enabled()
     finally:
         wb.close()

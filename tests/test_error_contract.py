@@ -58,6 +58,7 @@ API_PATHS |= {"/api/assistant/suggest", "/api/assistant/detect", "/api/assistant
 API_PATHS |= {"/api/playground/chat", "/api/playground/examples", "/api/playground/arena"}
 API_PATHS |= {"/api/datasets", "/api/datasets/{dataset_id}", "/api/datasets/{dataset_id}/rows",
               "/api/datasets/{dataset_id}/download"}
+API_PATHS |= {"/api/train/presets", "/api/train/presets/{name}"}
 API_PATHS |= {"/api/battles/history", "/api/battles/{battle_id}",
               "/api/battles/{battle_id}/turns/{turn}/vote", "/api/battles/{battle_id}/turns/{turn}/flag"}
 

@@ -339,3 +339,13 @@ class ModelWorker(SQLModel, table=True):
     last_error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime = Field(default_factory=utcnow)
+
+
+class TrainPreset(SQLModel, table=True):
+    """A named Train form: recipe, model, datasets and overrides, loaded back in one click."""
+
+    __tablename__ = "train_presets"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)

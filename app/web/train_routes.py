@@ -10,10 +10,28 @@ from fastapi.params import Depends
 from pydantic import BaseModel, Field
 
 from app.core.errors import InvalidInput, NotFound
-from app.train import training
+from app.train import presets, training
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
+
+class RenameBody(BaseModel):
+    name: str
+
+
+class PresetBody(BaseModel):
+    """A Train form: what a run request holds, without the run's name."""
+
+    recipe: str
+    model_id: int
+    dataset_ids: list[int] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    gpus: list[int] = Field(default_factory=list)
+    deepspeed: str | None = None
+    val_size: float = 0.0
+    eval_suites: list[str] | None = None
+    eval_judge_id: int | None = None
+
 
 DEFAULT_RECIPES = {"cpt": "cpt_lora", "sft": "sft_lora", "dpo": "dpo_lora", "kto": "kto_lora"}
 
@@ -37,7 +55,7 @@ def run_json(run) -> dict[str, Any]:
         "recipe": run.recipe, "model_id": run.model_id, "dataset_ids": run.dataset_ids,
         "output_model_id": run.output_model_id, "metrics": run.metrics, "error": run.error,
         "gpus": run.gpus, "created_at": run.created_at.isoformat() if run.created_at else None,
-        "command": training.shell_command(run),
+        "command": training.shell_command(run), "actions": presets.run_actions(run),
     }
 
 
@@ -82,6 +100,23 @@ def training_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIR
     @r.post("/runs/{run_id}/rerun_half_batch", status_code=201)
     def rerun_half_batch(run_id: int):
         return run_json(training.rerun_half_batch(wb, run_id))
+
+    @r.patch("/runs/{run_id}")
+    def rename(run_id: int, body: RenameBody):
+        return run_json(presets.rename_run(wb, run_id, body.name))
+
+    @r.get("/train/presets")
+    def preset_list():
+        return [{"name": p.name, "request": p.request} for p in presets.list_presets(wb)]
+
+    @r.put("/train/presets/{name}")
+    def preset_save(name: str, body: PresetBody):
+        row = presets.save_preset(wb, name, body.model_dump())
+        return {"name": row.name, "request": row.request}
+
+    @r.delete("/train/presets/{name}", status_code=204)
+    def preset_delete(name: str):
+        presets.delete_preset(wb, name)
 
     @r.get("/experiments")
     def experiments():
