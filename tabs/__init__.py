@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.core.workbench import Workbench
+from tabs.common import UserError
 
 
 def build_ui(wb: Workbench) -> gr.Blocks:
@@ -39,7 +40,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
                 @user_errors
                 def prefill(dataset_id):
                     if dataset_id is None:
-                        raise gr.Error("build a DPO or KTO dataset from the votes first")
+                        raise UserError("build a DPO or KTO dataset from the votes first")
                     req = with_schedule(wb, preference_export.suggest_vote_training(wb, int(dataset_id)))
                     return (gr.Tabs(selected="train"), *train_tab.prefill_updates(wb, recipes, req))
 

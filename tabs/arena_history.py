@@ -9,7 +9,7 @@ import pandas as pd
 from app.arena import history
 from app.arena.battles import CHOICES
 from app.core.workbench import Workbench
-from tabs.common import model_choices, user_errors
+from tabs.common import UserError, model_choices, user_errors
 
 COLUMNS = ["battle", "when", "mode", "model A", "model B", "turns", "votes"]
 FLAGGED = {"any": None, "flagged": True, "not flagged": False}
@@ -68,7 +68,7 @@ def build(wb: Workbench) -> None:
 
     def need(battle_id) -> int:
         if battle_id is None:
-            raise gr.Error("type the number of a battle first")
+            raise UserError("type the number of a battle first")
         return int(battle_id)
 
     @user_errors

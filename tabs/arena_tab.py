@@ -15,7 +15,7 @@ from app.core.errors import ForgeloopError
 from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
 from tabs import arena_history, workers_panel
-from tabs.common import SHORTCUT_HELP, model_choices, shortcuts_script, user_errors
+from tabs.common import SHORTCUT_HELP, UserError, model_choices, shortcuts_script, user_errors
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
 SHORTCUT_VIEW = {**{c: [f"#vote-{c}"] for c in ("a", "b", "tie", "both_bad")}, "next": ["#new-battle"]}
@@ -118,14 +118,14 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                     yield (state, ca, cb, "", "Both models are answering…", gr.update(visible=False),
                            *votes_off())
         except ForgeloopError as e:
-            raise gr.Error(str(e)) from e
+            raise UserError(str(e)) from e
         done = [gr.update(interactive=True)] * (len(buttons) + 1)
         yield (bid, gr.skip(), gr.skip(), "", "Read both answers, then vote.", gr.update(visible=False),
                *done)
 
     def on_regen(bid, request: gr.Request):
         if bid is None:
-            raise gr.Error("send a message first")
+            raise UserError("send a message first")
         try:
             last = battles.unvoted_turn(wb, bid)
             text = last.messages[-1]["content"]
@@ -133,21 +133,21 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 for state, ca, cb in streaming(bid, battles.regenerate(wb, bid), text):
                     yield (state, ca, cb, "Asking both models again…", *votes_off())
         except ForgeloopError as e:
-            raise gr.Error(str(e)) from e
+            raise UserError(str(e)) from e
         yield (bid, gr.skip(), gr.skip(), "Read both answers, then vote.",
                *[gr.update(interactive=True)] * (len(buttons) + 1))
 
     def on_vote(choice: str):
         def handler(bid, request: gr.Request):
             if bid is None:
-                raise gr.Error("send a message first")
+                raise UserError("send a message first")
             who = voter_id(request)
             try:
                 with voters.admit_vote(wb, who, metered=voter_mode):
                     v = battles.vote(wb, bid, choice, voter=who)
                 names = battles.reveal(wb, bid)
             except ForgeloopError as e:
-                raise gr.Error(str(e)) from e
+                raise UserError(str(e)) from e
             note = f" (flagged: {', '.join(v.flags)})" if v.flags else ""
             msg = (f"Vote saved{note}. **A** was **{names['a']}**, **B** was **{names['b']}**. "
                    "Keep chatting with both, or start a new battle.")
@@ -249,7 +249,7 @@ def _date(text: str, end_of_day: bool = False) -> datetime | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError as e:
-        raise gr.Error(f"dates look like 2026-11-22, got {text!r}") from e
+        raise UserError(f"dates look like 2026-11-22, got {text!r}") from e
     return when + timedelta(days=1) if end_of_day and len(text) == 10 else when
 
 

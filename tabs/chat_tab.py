@@ -8,7 +8,7 @@ import gradio as gr
 from app.arena import playground
 from app.core.workbench import Workbench
 from app.inference.generation import Finish, GenSettings
-from tabs.common import model_choices, user_errors
+from tabs.common import UserError, model_choices, user_errors
 
 
 def build(wb: Workbench) -> gr.Tab:
@@ -38,9 +38,9 @@ def build(wb: Workbench) -> gr.Tab:
     @user_errors
     def on_send(model_id, message, history, t, p, n, s):
         if model_id is None:
-            raise gr.Error("choose a model first")
+            raise UserError("choose a model first")
         if not (message or "").strip():
-            raise gr.Error("type a message first")
+            raise UserError("type a message first")
         history = [*(history or []), {"role": "user", "content": message}]
         turns = [{"role": m["role"], "content": m["content"]} for m in history]
         answer = {"role": "assistant", "content": ""}
@@ -65,7 +65,7 @@ def build(wb: Workbench) -> gr.Tab:
     @user_errors
     def on_arena(model_id, history, t, p, n, s):
         if model_id is None:
-            raise gr.Error("choose a model first")
+            raise UserError("choose a model first")
         battle = playground.to_arena(wb, int(model_id), plain(history), settings(t, p, n, s))
         return f"Battle **#{battle.id}** played on the opening message: see it in the Arena."
 

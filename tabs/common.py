@@ -69,6 +69,14 @@ def dataset_choices(wb: Workbench, kind: str | None = None) -> list[tuple[str, i
     return [(f"{d.name} · {d.kind} · {d.num_rows} rows", d.id) for d in list_datasets(wb, kind)]
 
 
+class UserError(gr.Error):
+    """A user's mistake: its message shows in the UI; the app's log gets no traceback
+    (Gradio prints one for a plain gr.Error)."""
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, print_exception=False, **kwargs)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show a ForgeloopError as a Gradio error message instead of a stack trace
     (generators too: Gradio must still see a generator function to stream it)."""
@@ -79,7 +87,7 @@ def user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except ForgeloopError as e:
-                raise gr.Error(str(e)) from e
+                raise UserError(str(e)) from e
 
         return streaming
 
@@ -88,7 +96,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ForgeloopError as e:
-            raise gr.Error(str(e)) from e
+            raise UserError(str(e)) from e
 
     return wrapper
 

@@ -11,6 +11,7 @@ from app.inference.generation import GenSettings
 from tabs.arena_tab import voter_id
 from tabs.common import (
     SHORTCUT_HELP,
+    UserError,
     connection_line,
     dataset_choices,
     follow_job,
@@ -87,7 +88,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_judge(a, b, j, ta, tb, n, text, ds):
         if a is None or b is None or j is None:
-            raise gr.Error("choose answerers A and B and a judge model (or no judge)")
+            raise UserError("choose answerers A and B and a judge model (or no judge)")
         items = [line for line in (text or "").splitlines() if line.strip()]
         if ds is not None:
             items += judge.dataset_prompts(wb, int(ds))
@@ -115,9 +116,9 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_label(bid, label, request: gr.Request):
         if bid is None:
-            raise gr.Error("take a pair first (Next pair)")
+            raise UserError("take a pair first (Next pair)")
         if label is None:
-            raise gr.Error("choose a label")
+            raise UserError("choose a label")
         out = annotation.label_pair(wb, int(bid), label, voter_id(request))
         note = " It overrules the judge's verdict." if out["overruled_judge"] else ""
         return f"Saved your label on pair {out['battle_id']}.{note}"
@@ -125,7 +126,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_check(judge_id):
         if not judge_id:  # None, or "no judge"
-            raise gr.Error("choose a judge model first")
+            raise UserError("choose a judge model first")
         return connection_line(check_connection(wb, int(judge_id)))
 
     @user_errors

@@ -10,7 +10,7 @@ import pandas as pd
 
 from app.core.workbench import Workbench
 from app.data import browse
-from tabs.common import dataset_choices, user_errors
+from tabs.common import UserError, dataset_choices, user_errors
 
 PER_PAGE = 20
 
@@ -56,7 +56,7 @@ def build(wb: Workbench) -> None:
 
     def need(dataset_id) -> int:
         if dataset_id is None:
-            raise gr.Error("choose a dataset first")
+            raise UserError("choose a dataset first")
         return int(dataset_id)
 
     @user_errors

@@ -6,7 +6,7 @@ import gradio as gr
 
 from app.core.workbench import Workbench
 from app.data import corpus, quality_jobs
-from tabs.common import dataset_choices, model_choices, progress_html, user_errors
+from tabs.common import UserError, dataset_choices, model_choices, progress_html, user_errors
 
 PII_LABELS = {"email": "emails", "phone": "phone numbers", "credit_card": "card numbers", "iban": "IBANs",
               "ip_address": "IP addresses", "us_ssn": "US SSNs", "uk_nino": "UK NI numbers"}
@@ -54,13 +54,13 @@ def _paths(files, folder: str) -> list[str]:
     if (folder or "").strip():
         paths.append(folder.strip())
     if not paths:
-        raise gr.Error("upload files or give a folder")
+        raise UserError("upload files or give a folder")
     return paths
 
 
 def _model(model_id) -> int:
     if model_id is None:
-        raise gr.Error("pick the model whose tokenizer counts the tokens")
+        raise UserError("pick the model whose tokenizer counts the tokens")
     return int(model_id)
 
 
@@ -116,7 +116,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_report(dataset_id, model_id, limit, thr):
         if dataset_id is None:
-            raise gr.Error("pick a dataset")
+            raise UserError("pick a dataset")
         model = None if model_id is None else int(model_id)
         job = quality_jobs.start_quality_report(wb, int(dataset_id), model, int(limit or 1024), float(thr))
         return f"Job {job.id}: {job.title} queued.", job.id
@@ -124,7 +124,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_clean(dataset_id, model_id, limit, thr, exact, near, empty, pii, name):
         if dataset_id is None:
-            raise gr.Error("pick a dataset")
+            raise UserError("pick a dataset")
         model = None if model_id is None else int(model_id)
         job = quality_jobs.start_clean(wb, int(dataset_id), (name or "").strip() or None, bool(exact),
                                        bool(near), pii, bool(empty), model, int(limit or 1024), float(thr))
@@ -133,7 +133,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_latest(dataset_id):
         if dataset_id is None:
-            raise gr.Error("pick a dataset")
+            raise UserError("pick a dataset")
         return quality_jobs.latest_quality_report(wb, int(dataset_id))["job_id"]
 
     @user_errors
@@ -165,7 +165,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_cancel(job):
         if not job:
-            raise gr.Error("no quality job is followed")
+            raise UserError("no quality job is followed")
         wb.jobs.cancel(int(job))
         return on_job(job)
 
@@ -177,7 +177,7 @@ def build(wb: Workbench) -> None:
     @user_errors
     def on_corpus_import(up, path, model_id, size, over, name):
         if not (name or "").strip():
-            raise gr.Error("name the dataset")
+            raise UserError("name the dataset")
         new = corpus.import_corpus(wb, _paths(up, path), name.strip(), _model(model_id), int(size or 0),
                                    int(over or 0))
         return (f"Imported **{new.name}**: {_n(new.num_rows, 'chunk')}, {_n(new.meta['tokens'], 'token')}.",

@@ -17,7 +17,7 @@ from app.datagen.self_instruct_jobs import (
     start_selfinstruct,
 )
 from app.inference.connection import check_connection
-from tabs.common import FINISHED, connection_line, model_choices, progress_html, user_errors
+from tabs.common import FINISHED, UserError, connection_line, model_choices, progress_html, user_errors
 
 MAX_SEED_UPLOAD = 5_000_000
 
@@ -90,14 +90,14 @@ def build(wb: Workbench) -> None:
         @user_errors
         def on_check(teacher_id):
             if teacher_id is None:
-                raise gr.Error("choose a teacher model first")
+                raise UserError("choose a teacher model first")
             return connection_line(check_connection(wb, int(teacher_id)))
 
         @user_errors
         def on_start(teacher_id, ds_name, rows, max_rounds, temp, tokens, seed_, calls, use_shipped,
                      text, upload):
             if teacher_id is None:
-                raise gr.Error("choose a teacher model first")
+                raise UserError("choose a teacher model first")
             seeds = "\n".join(t for t in ((text or "").strip(), read_seed_file(upload).strip()) if t)
             job = start_selfinstruct(wb, int(teacher_id), (ds_name or "").strip(), int(rows or 100),
                                      int(max_rounds or 0) or None, int(seed_ or 0), float(temp),
@@ -109,13 +109,13 @@ def build(wb: Workbench) -> None:
         @user_errors
         def on_watch(job_id_):
             if not job_id_:  # the empty box reads as 0
-                raise gr.Error("type the job id of a Self-Instruct run")
+                raise UserError("type the job id of a Self-Instruct run")
             yield from follow(int(job_id_))
 
         @user_errors
         def on_resume(job_id_):
             if not job_id_:
-                raise gr.Error("type the job id of a stopped Self-Instruct run")
+                raise UserError("type the job id of a stopped Self-Instruct run")
             job = resume_selfinstruct(wb, int(job_id_))
             yield f"Job {job.id} queued again: {job.title}.", ""
             for page in follow(job.id):

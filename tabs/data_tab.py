@@ -13,7 +13,7 @@ from app.core.workbench import Workbench
 from app.data import datasets
 from app.train.overrides import parse_advanced
 from tabs import data_annotate, data_browse, data_quality, data_selfinstruct
-from tabs.common import user_errors
+from tabs.common import UserError, user_errors
 
 SAMPLE_SFT = Path(__file__).resolve().parent.parent / "data" / "samples" / "sft_starter.jsonl"
 
@@ -122,14 +122,14 @@ def build(wb: Workbench) -> gr.Tab:
         @user_errors
         def on_preview(file, ds_kind, mapping, drop_dups):
             if file is None:
-                raise gr.Error("choose a file first")
+                raise UserError("choose a file first")
             info = datasets.inspect_file(file, ds_kind, _column_map(mapping), dedup=bool(drop_dups))
             return preview_message(info), gr.update(value=info["preview"], visible=True)
 
         @user_errors
         def on_register(file, ds_name, ds_kind, mapping, drop_dups):
             if file is None:
-                raise gr.Error("choose a file first")
+                raise UserError("choose a file first")
             ds = datasets.register_file(wb, file, name_for(file, ds_name), ds_kind,
                                         column_map=_column_map(mapping), dedup=bool(drop_dups))
             return registered_message(ds), datasets_frame(wb)
@@ -138,7 +138,7 @@ def build(wb: Workbench) -> gr.Tab:
         def on_detect(file, ds_kind, mapping):
             """The assistant's reading of the file: the kind to register it as and the column map."""
             if file is None:
-                raise gr.Error("choose a file first")
+                raise UserError("choose a file first")
             found = service.detect(wb, rows=datasets.read_rows(Path(file)))
             renamed = {ours: theirs for ours, theirs in found["column_map"].items() if ours != theirs}
             return (detect_message(found), gr.update(value=found["kind"] or ds_kind),

@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.core.workbench import Workbench
 from app.evals import gates
-from tabs.common import model_choices, user_errors
+from tabs.common import UserError, model_choices, user_errors
 
 
 def gates_markdown(found: list[dict[str, Any]]) -> str:
@@ -51,12 +51,12 @@ def build_gates(wb: Workbench, suite: gr.Dropdown) -> gr.Dropdown:
 
     def _suite(suite_id) -> int:
         if suite_id is None:
-            raise gr.Error("choose a suite in '2 · Run it' first")
+            raise UserError("choose a suite in '2 · Run it' first")
         return int(suite_id)
 
     def _version(model_id) -> int:
         if model_id is None:
-            raise gr.Error("choose a version first")
+            raise UserError("choose a version first")
         return int(model_id)
 
     @user_errors

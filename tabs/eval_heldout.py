@@ -11,7 +11,7 @@ import gradio as gr
 from app.core.workbench import Workbench
 from app.evals import checks, heldout
 from app.evals.suites import Sampling
-from tabs.common import dataset_choices, user_errors
+from tabs.common import UserError, dataset_choices, user_errors
 
 
 @dataclass
@@ -58,7 +58,7 @@ def build_heldout(wb: Workbench, form: SuiteForm, status: gr.Markdown, suite: gr
     @user_errors
     def on_split(nm, check_lines, n, temp, tokens, seed_value, how_many, draw_seed, dataset_id):
         if dataset_id is None:
-            raise gr.Error("choose the SFT dataset to split")
+            raise UserError("choose the SFT dataset to split")
         name, found, sampling = fields(nm, check_lines, n, temp, tokens, seed_value)
         saved, train = heldout.suite_from_dataset_split(wb, int(dataset_id), name, int(how_many or 0),
                                                         int(draw_seed or 0), found, sampling)

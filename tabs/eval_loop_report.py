@@ -7,7 +7,7 @@ import gradio as gr
 
 from app.core.workbench import Workbench
 from app.evals import loop_report
-from tabs.common import model_choices, user_errors
+from tabs.common import UserError, model_choices, user_errors
 
 
 def build_loop_report(wb: Workbench) -> gr.Dropdown:
@@ -25,7 +25,7 @@ def build_loop_report(wb: Workbench) -> gr.Dropdown:
     @user_errors
     def on_show(model_id):
         if model_id is None:
-            raise gr.Error("choose a version first")
+            raise UserError("choose a version first")
         report = loop_report.loop_report(wb, int(model_id))
         path = loop_report.export_loop_report(wb, int(model_id))
         png = loop_report.plot_png(report)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from app.core.workbench import Workbench
 from app.evals import reference
-from tabs.common import dataset_choices, follow_job, model_choices, progress_html, user_errors
+from tabs.common import UserError, dataset_choices, follow_job, model_choices, progress_html, user_errors
 
 COLUMNS = ["id", "model", "dataset", "metric", "samples", "status", "loss", "perplexity", "bleu-4", "rouge-1",
            "rouge-2", "rouge-l"]
@@ -45,13 +45,13 @@ def build_reference(wb: Workbench) -> tuple[gr.Dropdown, gr.Dropdown]:
     @user_errors
     def on_start(model_id, dataset_id, kind, n, max_tokens):
         if model_id is None or dataset_id is None:
-            raise gr.Error("choose a version and a dataset")
+            raise UserError("choose a version and a dataset")
         row = reference.start_reference_eval(wb, int(model_id), int(dataset_id), kind or "loss",
                                              int(n or 200), int(max_tokens or 128))
         for view in follow_job(wb, row.job_id):
             yield progress_html(view), gr.skip()
         if view["status"] != "succeeded":
-            raise gr.Error(f"the measurement {view['status']}: {view['error']}")
+            raise UserError(f"the measurement {view['status']}: {view['error']}")
         yield progress_html(view), results_frame(wb)
 
     start.click(on_start, [version, data, metric, samples, tokens], [progress, table],

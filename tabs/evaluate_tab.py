@@ -10,7 +10,7 @@ import gradio as gr
 from app.core.workbench import Workbench
 from app.evals import checks, results, runs, suites
 from app.evals.suites import Sampling, SuiteRequest
-from tabs.common import dataset_choices, follow_job, model_choices, progress_html, user_errors
+from tabs.common import UserError, dataset_choices, follow_job, model_choices, progress_html, user_errors
 from tabs.eval_gates import build_gates
 from tabs.eval_heldout import SuiteForm, build_heldout
 from tabs.eval_loop_report import build_loop_report
@@ -65,7 +65,7 @@ def _ids(text: str) -> list[int]:
     try:
         return [int(x) for x in str(text or "").replace(",", " ").split()]
     except ValueError:
-        raise gr.Error("run ids are numbers, separated by commas or spaces") from None
+        raise UserError("run ids are numbers, separated by commas or spaces") from None
 
 
 def build(wb: Workbench) -> gr.Tab:
@@ -127,9 +127,9 @@ def build(wb: Workbench) -> gr.Tab:
         @user_errors
         def on_run(suite_id, a, b, judge_id, pair):
             if suite_id is None or a is None:
-                raise gr.Error("choose a suite and a model first")
+                raise UserError("choose a suite and a model first")
             if pair and (b is None or judge_id is None):  # refused before the first run starts
-                raise gr.Error("judging pairwise needs a second model and a judge model")
+                raise UserError("judging pairwise needs a second model and a judge model")
             judge_id = int(judge_id) if judge_id is not None else None
             started = [runs.start_eval(wb, int(suite_id), int(a), judge_model_id=judge_id)]
             if b is not None:
@@ -141,7 +141,7 @@ def build(wb: Workbench) -> gr.Tab:
                 for view in follow_job(wb, run.job_id):
                     yield progress_html(view), gr.skip(), gr.skip()
                 if view["status"] != "succeeded":
-                    raise gr.Error(f"eval run {run.id} {view['status']}: {view['error']}")
+                    raise UserError(f"eval run {run.id} {view['status']}: {view['error']}")
             yield progress_html(view), ids, matrix_html(results.compare_runs(wb, [r.id for r in started]))
 
         @user_errors

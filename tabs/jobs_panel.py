@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from app.core.workbench import Workbench
-from tabs.common import progress_html, user_errors
+from tabs.common import UserError, progress_html, user_errors
 
 JOB_COLUMNS = ["id", "kind", "title", "status", "started", "finished"]
 
@@ -45,7 +45,7 @@ def build(wb: Workbench) -> None:
         @user_errors
         def on_cancel(job_id):
             if job_id is None:
-                raise gr.Error("choose a job first")
+                raise UserError("choose a job first")
             job = wb.jobs.cancel(int(job_id))
             return progress_html(wb.jobs.view(job)), gr.skip(), jobs_frame(wb), gr.skip()
 

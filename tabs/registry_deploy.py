@@ -10,7 +10,7 @@ import pandas as pd
 
 from app.core.workbench import Workbench
 from app.models import deploy
-from tabs.common import follow_job, progress_html, user_errors
+from tabs.common import UserError, follow_job, progress_html, user_errors
 
 COLUMNS = ["id", "ollama name", "version", "points to", "in Ollama", "created"]
 
@@ -64,26 +64,26 @@ def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown, models: gr.Da
         for view in follow_job(wb, job.id):
             yield f"{job.title} (job #{job.id})…", progress_html(view), job.id, gr.skip(), gr.skip()
         if view["status"] != "succeeded":
-            raise gr.Error(f"{job.title} {view['status']}: {view['error']}")
+            raise UserError(f"{job.title} {view['status']}: {view['error']}")
         frame, text = deployments_view(wb)
         yield f"Deployed **{view['result']['name']}**.", progress_html(view), job.id, frame, text
 
     @user_errors
     def on_deploy(model_id, mode_, gguf_, quantize_, stable_):
         if model_id is None:
-            raise gr.Error("choose a model first")
+            raise UserError("choose a model first")
         yield from follow(deploy.start_deploy(wb, int(model_id), mode_, gguf_ or None, quantize_ or None,
                                               bool(stable_)))
 
     @user_errors
     def on_retry(job_id):
         if job_id is None:
-            raise gr.Error("no deploy was started from this page")
+            raise UserError("no deploy was started from this page")
         yield from follow(deploy.retry_deploy(wb, int(job_id)))
 
     def need(deployment_id) -> int:
         if deployment_id is None:
-            raise gr.Error("type a deployment id from the table first")
+            raise UserError("type a deployment id from the table first")
         return int(deployment_id)
 
     @user_errors

@@ -14,7 +14,7 @@ from app.inference.workers import worker_pool
 from app.models import export, hub, registry
 from app.models.card import model_card
 from tabs import registry_deploy, workers_panel
-from tabs.common import follow_job, model_choices, progress_html, user_errors
+from tabs.common import UserError, follow_job, model_choices, progress_html, user_errors
 from tabs.version_panel import build_compare, show_version
 
 
@@ -158,7 +158,7 @@ def build(wb: Workbench) -> gr.Tab:
                 note = f"Building the starter model (job #{job.id})…"
                 yield note, gr.skip(), gr.skip(), progress_html(view), gr.skip(), gr.skip()
             if view["status"] != "succeeded":
-                raise gr.Error(f"building the starter model {view['status']}: {view['error']}")
+                raise UserError(f"building the starter model {view['status']}: {view['error']}")
             mv = registry.get_model(wb, view["result"]["model_id"])
             choices = gr.update(choices=all_models(wb))  # the pickers below learn the new model
             yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
@@ -169,7 +169,7 @@ def build(wb: Workbench) -> gr.Tab:
             for view in follow_job(wb, job.id):
                 yield f"{job.title} (job #{job.id})…", progress_html(view), gr.skip(), gr.skip(), gr.skip()
             if view["status"] != "succeeded":
-                raise gr.Error(f"{job.title} {view['status']}: {view['error']}")
+                raise UserError(f"{job.title} {view['status']}: {view['error']}")
             choices = gr.update(choices=all_models(wb))
             yield done(view["result"]), progress_html(view), models_frame(wb), choices, choices
 
@@ -226,7 +226,7 @@ def build(wb: Workbench) -> gr.Tab:
 
         def need(model_id):
             if model_id is None:
-                raise gr.Error("choose a model first")
+                raise UserError("choose a model first")
             return int(model_id)
 
         @user_errors

@@ -7,7 +7,7 @@ import gradio as gr
 
 from app.assistant import service
 from app.core.workbench import Workbench
-from tabs.common import model_choices, user_errors
+from tabs.common import UserError, model_choices, user_errors
 
 RULES_ONLY = "rules only"
 
@@ -46,20 +46,20 @@ def build(wb: Workbench, form, watch: gr.Dropdown, prefill_outputs: list, prefil
 
     def need_run(run_id) -> int:
         if run_id is None:
-            raise gr.Error("choose a run to watch first")
+            raise UserError("choose a run to watch first")
         return int(run_id)
 
     @user_errors
     def on_suggest(model_id, dataset_ids, gpus, choice):
         if model_id is None or not dataset_ids:
-            raise gr.Error("choose a model and at least one dataset first")
+            raise UserError("choose a model and at least one dataset first")
         s = service.suggest(wb, int(model_id), [int(i) for i in dataset_ids],
                             gpus=[int(g) for g in gpus or []] or None, **llm_args(choice))
         return suggestion_markdown(s), s
 
     def on_apply(s):
         if not s:
-            raise gr.Error("ask for a suggestion first")
+            raise UserError("ask for a suggestion first")
         request = {"recipe": s["recipe"], "model_id": s["model_id"], "dataset_ids": s["dataset_ids"],
                    "overrides": s["values"]}
         return prefill(request)

@@ -14,7 +14,7 @@ from app.evals.suites import list_suites
 from app.train import presets, training
 from app.train.overrides import parse_advanced
 from tabs import train_assistant
-from tabs.common import dataset_choices, model_choices, progress_html, user_errors
+from tabs.common import UserError, dataset_choices, model_choices, progress_html, user_errors
 
 WARNINGS = {"not_learning": "The model did not learn.", "diverging": "Training diverged.",
             "overfitting": "The model over-fitted."}
@@ -202,7 +202,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         def form_request(recipe_name, model_id, dataset_ids, name, val_size, gpus, ds, advanced, evals, judge,
                          *values) -> training.TrainRequest:
             if model_id is None:
-                raise gr.Error("choose a model to start from")
+                raise UserError("choose a model to start from")
             recipe = recipes[recipe_name]
             overrides = {}
             for key, value in zip(field_keys, values, strict=True):
@@ -335,7 +335,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         @user_errors
         def on_load_preset(name):
             if not name:
-                raise gr.Error("choose a preset first")
+                raise UserError("choose a preset first")
             row = presets.get_preset(wb, name)
             return (f"Loaded preset **{row.name}**.", *prefill_updates(wb, recipes, row.request))
 
@@ -388,5 +388,5 @@ def prefill_outputs(form: Form) -> list:
 
 def _need(run_id) -> int:
     if run_id is None:
-        raise gr.Error("choose a run first")
+        raise UserError("choose a run first")
     return int(run_id)

@@ -10,7 +10,7 @@ from app.arena.version_view import compare_versions, version_view
 from app.core.workbench import Workbench
 from app.evals.gates import gate_of
 from app.evals.scores import latest_scores, score_text
-from tabs.common import user_errors
+from tabs.common import UserError, user_errors
 from tabs.eval_gates import gate_markdown
 
 
@@ -125,7 +125,7 @@ def build_compare(wb: Workbench, choices: list[tuple[str, int]]) -> tuple[gr.Dro
     @user_errors
     def on_compare(a_id, b_id, include_named):
         if a_id is None or b_id is None:
-            raise gr.Error("choose two versions")
+            raise UserError("choose two versions")
         return compare_markdown(compare_versions(wb, int(a_id), int(b_id), bool(include_named)))
 
     go.click(on_compare, [first, second, named], out, api_name="compare_versions")

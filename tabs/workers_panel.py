@@ -9,7 +9,7 @@ import pandas as pd
 from app.core.workbench import Workbench
 from app.inference import workers
 from app.models.registry import list_models
-from tabs.common import user_errors
+from tabs.common import UserError, user_errors
 
 COLUMNS = ["model", "state", "device", "backend", "threads", "memory (GiB)", "tokens/s", "answers",
            "idle (s)", "restarts", "last error"]
@@ -56,7 +56,7 @@ def build(wb: Workbench, where: str, api: bool = True) -> gr.Dataframe:
 
     def need(model_id) -> int:
         if model_id is None:
-            raise gr.Error("choose a model first")
+            raise UserError("choose a model first")
         return int(model_id)
 
     @user_errors

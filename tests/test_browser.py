@@ -777,7 +777,7 @@ def test_a_reloaded_page_reattaches_to_the_run_in_training(page, tmp_path, start
                        resources=frozenset({"cpu"}), title="long-run")
         row = Run(name="long-run", stage="sft", model_id=base.id, dataset_ids=[data.id], recipe="sft_lora",
                   request=req.as_dict(), config=plan.config, output_dir=str(out))
-        run = training.queue_run(wb, row, spec)
+        training.queue_run(wb, row, spec)
         with ServerThread(app) as srv:
             for _ in range(2):  # the first visit and a reload
                 page.goto(srv.url)
