@@ -74,6 +74,7 @@ def build(wb: Workbench, where: str, api: bool = True) -> gr.Dataframe:
 
     load.click(on_load, pick, [note, frame], api_name="load_worker" if api else False)
     unload.click(on_unload, pick, [note, frame], api_name="unload_worker" if api else False)
-    refresh.click(on_refresh, None, [frame, pick], api_name="worker_status" if api else False)
+    # Refresh leaves the picker alone (re-rendering an open dropdown loses the click).
+    refresh.click(lambda: workers_frame(wb), None, frame, api_name="worker_status" if api else False)
     box.expand(on_refresh, None, [frame, pick], show_api=False)
     return frame

@@ -262,8 +262,7 @@ def test_named_battle_between_base_and_finetune(page, duel_server):
     expect(reveal).to_contain_text("tuned")
     # Both sides answered from worker processes, listed under the battle; unload one.
     page.locator("#arena-workers-panel").get_by_text("Model workers (local models loaded for chat)").click()
-    page.locator("#arena-worker-refresh").click()
-    table = page.locator("#arena-workers")
+    table = page.locator("#arena-workers")  # filled, with the picker, when the panel opens
     expect(table).to_contain_text("tuned")
     expect(table).to_contain_text("starter")
     expect(table).to_contain_text("ready")
