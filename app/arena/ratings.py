@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse, stats
-from scipy.special import expit
+
+# scipy is imported where it is used: it costs half a second of the app's start-up.
 
 CHOICE_SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -175,7 +175,7 @@ def _fit_theta(
         return float(w @ np.logaddexp(0.0, -d) + lose @ np.logaddexp(0.0, d)) * inv_total + l2 * float(x @ x)
 
     def grad_hess(x: np.ndarray, hessian: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        p = expit(x[i] - x[j])
+        p = np.exp(-np.logaddexp(0.0, -(x[i] - x[j])))  # the logistic function, overflow-free
         g_d = (n * p - w) * inv_total
         grad = np.bincount(i, g_d, minlength=m) - np.bincount(j, g_d, minlength=m) + 2.0 * l2 * x
         if not hessian:
@@ -211,6 +211,8 @@ def _fit_theta(
             break  # no descent left at float precision: let L-BFGS polish from here
         x, f = x_new, f_new
     if not converged:
+        from scipy import optimize
+
         res = optimize.minimize(
             lambda z: (fun(z), grad_hess(z, hessian=False)[0]), x, jac=True, method="L-BFGS-B",
             options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-14},
@@ -252,6 +254,8 @@ def _bootstrap_theta(
     samples = np.full((rounds, m), np.nan)
     if len(table) == 0 or rounds <= 0:
         return samples
+    from scipy import sparse
+
     _, cluster = np.unique(table.prompt_id, return_inverse=True)
     cluster = cluster.reshape(-1)
     c, p = int(cluster.max()) + 1, len(pairs.n)
@@ -384,8 +388,12 @@ def win_rate_matrix(table: VoteTable) -> pd.DataFrame:
 
 
 def _binomial_summary(wins: int, n: int, key: str) -> dict[str, float | int]:
-    p_value = float(stats.binomtest(wins, n, 0.5).pvalue) if n else float("nan")
-    return {key: wins / n if n else float("nan"), "n": n, "p_value": p_value}
+    if not n:
+        return {key: float("nan"), "n": 0, "p_value": float("nan")}
+    from scipy import stats
+
+    p_value = float(stats.binomtest(wins, n, 0.5).pvalue)
+    return {key: wins / n, "n": n, "p_value": p_value}
 
 
 def position_bias(table: VoteTable) -> dict[str, float | int]:
