@@ -28,7 +28,10 @@ def build_ui(wb: Workbench) -> gr.Blocks:
     head = shortcuts_script(arena_tab.SHORTCUT_VIEW, data_annotate.SHORTCUT_VIEW)
     with gr.Blocks(title="Forgeloop", head=head) as demo:
         gr.Markdown("# Forgeloop\nData → Train → Arena → Registry, and round again.")
-        with gr.Tabs() as tabs:
+        # A first visit (no models yet) opens on the Registry's "Start here".
+        from app.models.registry import list_models
+
+        with gr.Tabs(selected=None if list_models(wb) else "registry") as tabs:
             data_tab.build(wb)
             _, train_form, reattach = train_tab.build(wb)
 
@@ -68,6 +71,6 @@ def build_voter_app(wb: Workbench) -> gr.Blocks:
             with gr.Tab("Battle"):
                 arena_tab.build_battle(wb, voter_mode=True)
             if wb.settings.voter_leaderboard:
-                with gr.Tab("Leaderboard"):
-                    arena_tab.build_leaderboard(wb)
+                with gr.Tab("Leaderboard") as board_tab:
+                    arena_tab.build_leaderboard(wb, board_tab)
     return demo

@@ -221,7 +221,9 @@ def leaderboard_outputs(wb: Workbench, include_named: bool = False, include_anno
             heatmap(view.counts, "Battles", ".0f"), "\n".join(lines))
 
 
-def build_leaderboard(wb: Workbench) -> None:
+def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> None:
+    """The leaderboard; drawn again each time ``tab`` (its tab) is opened, so it shows the
+    votes cast since without a click."""
     with gr.Row():
         refresh = gr.Button("Refresh leaderboard", scale=3)
         named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
@@ -239,6 +241,9 @@ def build_leaderboard(wb: Workbench) -> None:
     for box in (named, labels):
         box.change(lambda inc, lab: leaderboard_outputs(wb, inc, lab), [named, labels], outputs,
                    api_name=False)
+    if tab is not None:
+        tab.select(lambda inc, lab: leaderboard_outputs(wb, inc, lab), [named, labels], outputs,
+                   show_api=False)
 
 
 def _date(text: str, end_of_day: bool = False) -> datetime | None:
@@ -352,8 +357,8 @@ def build(wb: Workbench, on_train) -> gr.Tab:
         with gr.Tab("Battle"):
             ui = build_battle(wb)
             workers_panel.build(wb, "arena", api=False)
-        with gr.Tab("Leaderboard"):
-            build_leaderboard(wb)
+        with gr.Tab("Leaderboard") as board_tab:
+            build_leaderboard(wb, board_tab)
         with gr.Tab("Votes → data"):
             build_exports(wb, on_train)
         with gr.Tab("History"):

@@ -12,10 +12,9 @@ from app.assistant import service
 from app.core.workbench import Workbench
 from app.data import datasets
 from app.train.overrides import parse_advanced
+from app.train.quickstart import SAMPLE_NAME, SAMPLE_SFT
 from tabs import data_annotate, data_browse, data_quality, data_selfinstruct
 from tabs.common import UserError, user_errors
-
-SAMPLE_SFT = Path(__file__).resolve().parent.parent / "data" / "samples" / "sft_starter.jsonl"
 
 
 def datasets_frame(wb: Workbench) -> pd.DataFrame:
@@ -146,7 +145,7 @@ def build(wb: Workbench) -> gr.Tab:
 
         @user_errors
         def on_sample():
-            ds = datasets.register_file(wb, SAMPLE_SFT, "sample-sft", "sft")
+            ds = datasets.register_file(wb, SAMPLE_SFT, SAMPLE_NAME, "sft")
             return registered_message(ds), datasets_frame(wb)
 
         upload.upload(name_after_upload, [upload, name, filled_name], [name, filled_name], show_api=False)

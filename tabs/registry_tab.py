@@ -13,6 +13,7 @@ from app.inference.remote_engines import ollama_health
 from app.inference.workers import worker_pool
 from app.models import export, hub, registry
 from app.models.card import model_card
+from app.train import quickstart
 from tabs import registry_deploy, workers_panel
 from tabs.common import UserError, follow_job, model_choices, progress_html, user_errors
 from tabs.version_panel import build_compare, show_version
@@ -60,14 +61,24 @@ def token_text(wb: Workbench) -> str:
 def build(wb: Workbench) -> gr.Tab:
     with gr.Tab("Registry", id="registry") as tab:
         empty = not registry.list_models(wb)
-        with gr.Group(visible=empty) as starter_box:
+        with gr.Group(visible=empty, elem_id="start-here") as starter_box:
             gr.Markdown(
-                "**No models yet.** Create the tiny starter model (trained here on the "
-                "corpus in `data/`; seconds to a few minutes on a CPU, it runs as a background "
-                "job) to try every tab, or register your own base model below."
+                "### Start here\n"
+                "Forgeloop turns votes into better models: **train** a version on your data, let two "
+                "versions answer side by side in the **Arena**, and train the next version on the votes "
+                "(DPO), proven better by **Evaluate** before it is deployed.\n\n"
+                "No models yet. **Create starter model** builds a tiny Llama here from the corpus in "
+                "`data/` as a background job (the bar shows how far it is: under a minute on an idle "
+                "2-core machine, two or three on a busy one), so every tab can be tried at once; or "
+                "register your own base model below."
             )
-            starter = gr.Button("Create starter model", variant="primary")
+            starter = gr.Button("Create starter model", variant="primary", elem_id="starter-create")
             starter_progress = gr.HTML()
+        with gr.Group(visible=False, elem_id="starter-next") as next_box:
+            gr.Markdown("**Next:** fine-tune the starter on the sample chat data (SFT, a background run of "
+                        "a minute or two on a CPU; follow it in the Train tab). Its result joins the arena, "
+                        "so the first battle is the starter against its fine-tune.")
+            starter_sft = gr.Button("Fine-tune the starter on the sample data", elem_id="starter-sft")
         with gr.Row():
             name = gr.Textbox(label="Name", placeholder="qwen2.5-0.5b")
             path = gr.Textbox(label="Local folder or Hub id", placeholder="/models/Qwen2.5-0.5B")
@@ -156,13 +167,20 @@ def build(wb: Workbench) -> gr.Tab:
             job = registry.start_starter_build(wb)
             for view in follow_job(wb, job.id):
                 note = f"Building the starter model (job #{job.id})…"
-                yield note, gr.skip(), gr.skip(), progress_html(view), gr.skip(), gr.skip()
+                yield note, gr.skip(), gr.skip(), progress_html(view), gr.skip(), gr.skip(), gr.skip()
             if view["status"] != "succeeded":
                 raise UserError(f"building the starter model {view['status']}: {view['error']}")
             mv = registry.get_model(wb, view["result"]["model_id"])
             choices = gr.update(choices=all_models(wb))  # the pickers below learn the new model
             yield (f"Created **{mv.name}** ({mv.meta['starter']['params']:,} parameters).",
-                   models_frame(wb), gr.update(visible=False), progress_html(view), choices, choices)
+                   models_frame(wb), gr.update(visible=False), progress_html(view), choices, choices,
+                   gr.update(visible=True))
+
+        @user_errors
+        def on_starter_sft():
+            run = quickstart.start_starter_sft(wb)
+            return (f"Queued run **{run.name}**: the starter trains on the sample data; watch it in the "
+                    "Train tab.", gr.update(visible=False))
 
         def follow_export(job, done):
             """Follow an export job; ``done(result)`` words the success."""
@@ -251,7 +269,9 @@ def build(wb: Workbench) -> gr.Tab:
         arena_off.click(lambda i: on_arena(i, False), target, [status, table], api_name="arena_off")
         unload.click(on_unload, target, [status, table], api_name="unload_model")
         delete.click(on_delete, target, [status, table], api_name="delete_model")
-        starter.click(on_starter, None, [status, table, starter_box, starter_progress, target, pick],
+        starter_sft.click(on_starter_sft, None, [status, next_box], api_name="starter_sft")
+        starter.click(on_starter, None,
+                      [status, table, starter_box, starter_progress, target, pick, next_box],
                       api_name="create_starter")
         add.click(on_add, [name, path, template], [status, table], api_name="register_model")
         export_outs = [status, export_progress, table, target, pick]

@@ -144,13 +144,22 @@ def test_a_new_user_builds_the_starter_and_follows_the_job(page, empty_server, t
 
     srv, wb = empty_server
     page.goto(srv.url)
-    page.get_by_role("tab", name="Registry").click()
+    # A first visit opens on "Start here" (no tab to find first).
+    expect(page.locator("#start-here")).to_contain_text("Forgeloop turns votes into better models")
     page.get_by_role("button", name="Create starter model").click()
     expect(page.locator(".fl-progress").first).to_be_visible(timeout=60_000)  # a live bar while it builds
     expect(page.get_by_text("Created starter-tiny")).to_be_visible(timeout=300_000)
     expect(page.locator("table").get_by_text("starter-tiny", exact=True).first).to_be_visible()
     (job,) = wb.jobs.list()
     assert job.kind == "starter" and job.status == "succeeded"
+    # The next step is offered: one click queues the starter's fine-tune on the sample data.
+    page.locator("#starter-sft").click()
+    expect(page.get_by_text("Queued run starter-tiny-sft")).to_be_visible()
+    from app.train import training
+
+    (run,) = training.list_runs(wb)
+    assert run.recipe == "sft_lora" and run.config["learning_rate"] == 1e-3
+    training.cancel_run(wb, run.id)  # not trained here: tests/test_training_runs.py trains
 
     # The same job in the panel every job kind shares.
     page.get_by_text("Background jobs").click()
@@ -205,8 +214,7 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(page.get_by_text("A was")).to_contain_text("beta")
     expect(vote_a).to_be_disabled()
 
-    page.get_by_role("tab", name="Leaderboard").click()
-    page.get_by_role("button", name="Refresh leaderboard").click()
+    page.get_by_role("tab", name="Leaderboard").click()  # drawn on open, with the vote just cast
     board = page.get_by_role("tabpanel").filter(has_text="Bradley").last
     expect(board).to_contain_text("alpha")
     expect(board).to_contain_text("beta")

@@ -55,3 +55,29 @@ def test_preset_and_rename_routes(starter_server):
         assert client.delete("/api/train/presets/small").status_code == 204
         assert client.delete("/api/train/presets/small").status_code == 404
         assert client.patch("/api/runs/999", json={"name": "x"}).status_code == 404
+
+
+def test_the_starter_fine_tune_is_one_call(tmp_path):
+    from app.bootstrap import open_workbench
+    from app.core.settings import Settings
+    from app.models import registry
+    from app.models.starter_model import StarterSpec
+    from app.train import quickstart
+
+    from tests.conftest import make_workbench
+
+    builder = make_workbench(tmp_path / "home")
+    try:
+        with pytest.raises(InvalidInput, match="create the starter model first"):
+            quickstart.start_starter_sft(builder)
+        starter = registry.create_starter_model(builder, spec=StarterSpec(pretrain_steps=5))
+    finally:
+        builder.close()
+    wb = open_workbench(Settings(home=tmp_path / "home"), start_jobs=False)  # queued, never trained here
+    try:
+        first, second = quickstart.start_starter_sft(wb), quickstart.start_starter_sft(wb)
+        assert (first.name, second.name) == (f"{starter.name}-sft", f"{starter.name}-sft-2")
+        assert first.model_id == starter.id and first.config["num_train_epochs"] == 3.0
+        assert [d.name for d in datasets.list_datasets(wb)] == ["sample-sft"]  # registered once
+    finally:
+        wb.close()
