@@ -63,7 +63,6 @@ def test_the_starter_fine_tune_is_one_call(tmp_path):
     from app.models import registry
     from app.models.starter_model import StarterSpec
     from app.train import quickstart
-
     from tests.conftest import make_workbench
 
     builder = make_workbench(tmp_path / "home")
