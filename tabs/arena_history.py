@@ -38,7 +38,7 @@ def detail_markdown(d: dict) -> str:
 
 def build(wb: Workbench) -> None:
     with gr.Row():
-        model = gr.Dropdown([("any", ""), *model_choices(wb)], value="", label="Model")
+        model = gr.Dropdown([("any", ""), *model_choices(wb)], value="", label="Battles of model")
         voter = gr.Textbox(label="Voter")
         flagged = gr.Dropdown(list(FLAGGED), value="any", label="Flags")
         since = gr.Textbox(label="From (YYYY-MM-DD)")

@@ -14,7 +14,7 @@ from tabs.common import UserError, model_choices, user_errors
 def build(wb: Workbench) -> gr.Tab:
     with gr.Tab("Chat", id="chat") as tab:
         with gr.Row():
-            model = gr.Dropdown(model_choices(wb), label="Model", scale=3, elem_id="chat-model")
+            model = gr.Dropdown(model_choices(wb), label="Chat with", scale=3, elem_id="chat-model")
             temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
             max_tokens = gr.Slider(1, 2048, value=256, step=1, label="Max new tokens")

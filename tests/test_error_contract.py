@@ -63,6 +63,10 @@ API_PATHS |= {"/api/battles/history", "/api/battles/{battle_id}",
               "/api/battles/{battle_id}/turns/{turn}/vote", "/api/battles/{battle_id}/turns/{turn}/flag"}
 
 
+# Query parameters that are free text (a search, a voter's name): every value is valid.
+FREE_TEXT = {("/api/datasets/{dataset_id}/rows", "q"), ("/api/battles/history", "voter")}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import launch
@@ -148,8 +152,8 @@ def probe(client: TestClient, route: APIRoute) -> int:
                                422, "invalid_input")
             assert p.name in err["message"]
             probed += 1
-    # Query parameters of the wrong type or outside their choices.
-    for q in dep.query_params:
+    # Query parameters of the wrong type or outside their choices (free text takes anything).
+    for q in (q for q in dep.query_params if (route.path, q.name) not in FREE_TEXT):
         err = assert_error(call(query={q.name: wrong_value(q.field_info.annotation)}), 422, "invalid_input")
         assert q.name in err["message"]
         probed += 1

@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 REVIEW_FLAG = "flagged_by_reviewer"
 
 
-def _day(text: str | None, end: bool = False) -> datetime | None:
+def _day(text: str | None, name: str, end: bool = False) -> datetime | None:
     if not text:
         return None
     try:
         day = datetime.fromisoformat(text.strip())
     except ValueError as e:
-        raise InvalidInput(f"dates are YYYY-MM-DD, got {text!r}") from e
+        raise InvalidInput(f"{name}: dates are YYYY-MM-DD, got {text!r}") from e
     if end and len(text.strip()) <= 10:
         day = day.replace(hour=23, minute=59, second=59)
     return day if day.tzinfo else day.replace(tzinfo=UTC)
@@ -40,7 +40,7 @@ def battle_history(wb: Workbench, model_id: int | None = None, voter: str | None
                    limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """Battles newest first, each with its models, turns and votes; ``flagged``: only battles
     with (True) or without (False) a flagged vote; ``voter``: battles that voter voted in."""
-    start, end = _day(since), _day(until, end=True)
+    start, end = _day(since, "since"), _day(until, "until", end=True)
     with wb.session() as s:
         q = select(Battle).order_by(Battle.id.desc())
         if model_id is not None:

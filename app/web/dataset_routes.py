@@ -11,6 +11,7 @@ from fastapi.params import Depends
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from app.core.errors import InvalidInput
 from app.data import browse, datasets
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ def datasets_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> APIR
 
     @r.get("/datasets")
     def all_datasets(kind: str | None = None):
+        if kind is not None and kind not in datasets.KIND_FORMATS:
+            raise InvalidInput(f"kind must be one of {', '.join(datasets.KIND_FORMATS)}, got {kind!r}")
         return [{"id": d.id, "name": d.name, "kind": d.kind, "format": d.format, "rows": d.num_rows,
                  "source": d.source} for d in datasets.list_datasets(wb, kind)]
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class Conversation(BaseModel):
     model_id: int
-    messages: list[dict]
+    messages: list[dict[str, str]]
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
@@ -30,7 +30,7 @@ class Conversation(BaseModel):
 
 
 class Example(BaseModel):
-    messages: list[dict]
+    messages: list[dict[str, str]]
     dataset: str
     system_prompt: str = ""
 
