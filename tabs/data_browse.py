@@ -39,7 +39,8 @@ def build(wb: Workbench) -> None:
     with gr.Accordion("Browse a dataset: rows, lineage, rename, delete, download", open=False,
                       elem_id="data-browse") as box:
         with gr.Row():
-            pick = gr.Dropdown(dataset_choices(wb), label="Dataset to browse", scale=3, elem_id="browse-dataset")
+            pick = gr.Dropdown(dataset_choices(wb), label="Dataset to browse", scale=3,
+                               elem_id="browse-dataset")
             query = gr.Textbox(label="Search the rows", scale=3, elem_id="browse-query")
             page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1)
             show = gr.Button("Show", elem_id="browse-show")
