@@ -19,12 +19,19 @@ if TYPE_CHECKING:
 
 
 class PredictBody(BaseModel):
+    """One model's answer to a conversation (also the chat playground's body)."""
+
     model_id: int
     messages: list[dict[str, str]]
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
     system_prompt: str = ""
+
+    def gen(self):
+        from app.inference.generation import GenSettings
+
+        return GenSettings(self.temperature, self.top_p, self.max_new_tokens, self.system_prompt)
 
 
 class BattleBody(BaseModel):
@@ -75,7 +82,7 @@ def arena_router(
     def predict(body: PredictBody, request: Request):
         if not body.messages or body.messages[-1].get("role") != "user":
             raise InvalidInput("messages must end with a user message")
-        gen = GenSettings(body.temperature, body.top_p, body.max_new_tokens, body.system_prompt)
+        gen = body.gen()
         mv = registry.get_model(wb, body.model_id)
         earlier = sum(m.get("role") == "user" for m in body.messages[:-1])
         pieces, finish = [], "stop"

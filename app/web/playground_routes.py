@@ -11,22 +11,11 @@ from fastapi.params import Depends
 from pydantic import BaseModel
 
 from app.arena import playground
-from app.inference.generation import Finish, GenSettings
+from app.inference.generation import Finish
+from app.web.arena_routes import PredictBody
 
 if TYPE_CHECKING:
     from app.core.workbench import Workbench
-
-
-class Conversation(BaseModel):
-    model_id: int
-    messages: list[dict[str, str]]
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    system_prompt: str = ""
-
-    def gen(self) -> GenSettings:
-        return GenSettings(self.temperature, self.top_p, self.max_new_tokens, self.system_prompt)
 
 
 class Example(BaseModel):
@@ -35,7 +24,7 @@ class Example(BaseModel):
     system_prompt: str = ""
 
 
-class ToArena(Conversation):
+class ToArena(PredictBody):
     opponent_id: int | None = None
 
 
@@ -43,7 +32,7 @@ def playground_router(wb: Workbench, dependencies: Sequence[Depends] = ()) -> AP
     r = APIRouter(prefix="/api/playground", dependencies=list(dependencies))
 
     @r.post("/chat")
-    def chat(body: Conversation):
+    def chat(body: PredictBody):
         pieces, finish = [], "stop"
         for piece in playground.chat_stream(wb, body.model_id, body.messages, body.gen()):
             if isinstance(piece, Finish):
