@@ -74,6 +74,17 @@ def _wait_run(client, run_id: int, timeout: float = 900) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def _queued_eval(client, model_id: int, timeout: float = 60.0) -> dict:
+    """The one eval run queued for ``model_id``: the trainer's follow-up hook queues it just
+    after the run is marked finished, so it may not be there at the first look."""
+    deadline = time.monotonic() + timeout
+    while not (found := client.get("/api/evals/runs", params={"model_id": model_id}).json()):
+        assert time.monotonic() < deadline, f"no eval run was queued for model {model_id}"
+        time.sleep(0.2)
+    (run,) = found
+    return run
+
+
 def _wait_eval(client, run_id: int, timeout: float = 900) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -140,7 +151,7 @@ def run_round(client, wb, starter_dir: Path, samples: int = 4) -> dict[str, Any]
     clock = time.monotonic()
     results, eval_runs = {}, {}
     for role, model_id in (("parent", parent_id), ("child", child_id)):
-        (found,) = client.get("/api/evals/runs", params={"model_id": model_id}).json()
+        found = _queued_eval(client, model_id)
         eval_runs[role] = _wait_eval(client, found["id"])
         results[role] = client.get(f"/api/evals/runs/{found['id']}/results").json()
     timings["eval_s"] = time.monotonic() - clock
