@@ -26,7 +26,7 @@ def build_ui(wb: Workbench) -> gr.Blocks:
     from tabs.common import shortcuts_script, user_errors
 
     head = shortcuts_script(arena_tab.SHORTCUT_VIEW, data_annotate.SHORTCUT_VIEW)
-    with gr.Blocks(title="Forgeloop", head=head) as demo:
+    with gr.Blocks(title="Forgeloop", head=head, css=arena_tab.BATTLE_CSS) as demo:
         gr.Markdown("# Forgeloop\nData → Train → Arena → Registry, and round again.")
         # A first visit (no models yet) opens on the Registry's "Start here".
         from app.models.registry import list_models
@@ -64,13 +64,13 @@ def build_voter_app(wb: Workbench) -> gr.Blocks:
     leaderboard. No training, registry, export or admin function exists in it."""
     from tabs import arena_tab
 
-    with gr.Blocks(title="Forgeloop Arena", head=arena_tab.SHORTCUTS_JS) as demo:
+    with gr.Blocks(title="Forgeloop Arena", head=arena_tab.SHORTCUTS_JS, css=arena_tab.BATTLE_CSS) as demo:
         gr.Markdown("# Forgeloop Arena\nTwo anonymous models answer; vote for the better one. "
                     "Their names are revealed after your vote.")
         with gr.Tabs():
             with gr.Tab("Battle"):
                 arena_tab.build_battle(wb, voter_mode=True)
-            if wb.settings.voter_leaderboard:
+            if wb.settings.voter_leaderboard:  # drawn when its tab opens, not after each vote of many
                 with gr.Tab("Leaderboard") as board_tab:
                     arena_tab.build_leaderboard(wb, board_tab)
     return demo

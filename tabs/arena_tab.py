@@ -30,16 +30,54 @@ def voter_id(request: gr.Request | None) -> str:
     return f"session:{request.session_hash}" if request is not None else "local"
 
 
-def chat_for(turn_rows, side: str, live: tuple[str, str] | None = None) -> list[dict]:
-    """One side's view: each user message with that side's own answer."""
+def chat_for(turn_rows, side: str, live: tuple[str, str] | None = None,
+             carried: dict[int, str] | None = None) -> list[dict]:
+    """One side's view. A voted turn shows the answer both sides continue from (the
+    preferred or the voter's own), this side's answer folded above it when it differs,
+    so neither panel hides what the next turn builds on."""
     msgs: list[dict] = []
     for t in turn_rows:
+        own = t.answer_a if side == "a" else t.answer_b
+        kept = (carried or {}).get(t.turn)
         msgs.append({"role": "user", "content": t.messages[-1]["content"]})
-        msgs.append({"role": "assistant", "content": t.answer_a if side == "a" else t.answer_b})
+        if kept is not None and kept != own:
+            msgs.append({"role": "assistant", "content": own,
+                         "metadata": {"title": "This side's answer (not kept)", "status": "done"}})
+        msgs.append({"role": "assistant", "content": own if kept is None else kept})
     if live is not None:
         msgs.append({"role": "user", "content": live[0]})
         msgs.append({"role": "assistant", "content": live[1] or "…"})
     return msgs
+
+
+def battle_chats(wb: Workbench, battle_id: int | None) -> tuple[list[dict], list[dict]]:
+    """Both panels as stored: what the battle really holds, whatever the browser shows."""
+    if battle_id is None:
+        return [], []
+    rows, carried = battles.turns(wb, battle_id), battles.carried_answers(wb, battle_id)
+    return chat_for(rows, "a", carried=carried), chat_for(rows, "b", carried=carried)
+
+
+def side_labels(wb: Workbench, battle_id: int | None) -> tuple[str, str]:
+    """"Model A"/"Model B" while blind; the names once known (a named battle, or any vote)."""
+    if battle_id is None:
+        return "Model A", "Model B"
+    battle = battles.get_battle(wb, battle_id)
+    if battle.mode == "anonymous" and battles.vote_for(wb, battle_id, 0) is None:  # votes go in order
+        return "Model A", "Model B"
+    names = battles.reveal(wb, battle_id)
+    return f"A · {names['a']}", f"B · {names['b']}"
+
+
+def vote_count_text(wb: Workbench) -> str:
+    c = preference_export.live_counts(wb)
+    return (f"**{c['votes']}** votes so far · **{c['dpo_pairs']}** DPO pairs ready · "
+            f"{c['flagged']} flagged")
+
+
+# Gradio's chatbot always offers a trash button; emptying one side of a battle would let a
+# voter judge an answer they cannot see, so the battle panels hide it (and a clear redraws).
+BATTLE_CSS = "#chat-a button[aria-label='Clear'], #chat-b button[aria-label='Clear'] {display: none;}"
 
 
 @dataclass
@@ -52,6 +90,7 @@ class BattleUI:
     chat_b: gr.Chatbot
     prompt: gr.Textbox
     status: gr.Markdown
+    vote_events: list  # each vote button's click, for followers (live counts, leaderboard)
 
 
 def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
@@ -90,13 +129,16 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
         return [gr.update(interactive=False)] * (len(buttons) + 1)
 
     def streaming(bid, stream, text):
-        history = battles.turns(wb, bid)
+        labels = side_labels(wb, bid)
+        history, carried = battles.turns(wb, bid), battles.carried_answers(wb, bid)
         for progress in stream:
             live_a = (text, progress.answer_a)
             live_b = (text, progress.answer_b)
             if progress.turn is not None:
-                history, live_a, live_b = battles.turns(wb, bid), None, None
-            yield (bid, chat_for(history, "a", live_a), chat_for(history, "b", live_b))
+                history, carried, live_a, live_b = battles.turns(wb, bid), battles.carried_answers(wb, bid), \
+                    None, None
+            yield (bid, gr.update(value=chat_for(history, "a", live_a, carried), label=labels[0]),
+                   gr.update(value=chat_for(history, "b", live_b, carried), label=labels[1]))
 
     def on_send(bid, mode_value, a, b, temp, tp, n_tokens, seed_value, sys_prompt, text, edited,
                 request: gr.Request):
@@ -149,9 +191,13 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             except ForgeloopError as e:
                 raise UserError(str(e)) from e
             note = f" (flagged: {', '.join(v.flags)})" if v.flags else ""
-            msg = (f"Vote saved{note}. **A** was **{names['a']}**, **B** was **{names['b']}**. "
+            carry = ("Write the answer you wanted below; both models continue from it." if choice == "both_bad"
+                     else "Both panels now show the answer the next turn builds on.")
+            msg = (f"Vote saved{note}. **A** was **{names['a']}**, **B** was **{names['b']}**. {carry} "
                    "Keep chatting with both, or start a new battle.")
-            return (msg, gr.update(label=f"A · {names['a']}"), gr.update(label=f"B · {names['b']}"),
+            (chat_a_value, chat_b_value), labels = battle_chats(wb, bid), side_labels(wb, bid)
+            return (msg, gr.update(value=chat_a_value, label=labels[0]),
+                    gr.update(value=chat_b_value, label=labels[1]),
                     gr.update(visible=choice == "both_bad", value=""), *votes_off())
         return handler
 
@@ -168,13 +214,14 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
                 else False, concurrency_limit=4, concurrency_id="generation")
     regen.click(on_regen, battle_id, [battle_id, chat_a, chat_b, status, *vote_outputs],
                 api_name="arena_regenerate", concurrency_limit=4, concurrency_id="generation")
-    for choice, button in buttons.items():
-        button.click(on_vote(choice), battle_id, [status, chat_a, chat_b, edit, *vote_outputs],
-                     api_name=f"arena_vote_{choice}")
+    vote_events = [button.click(on_vote(choice), battle_id, [status, chat_a, chat_b, edit, *vote_outputs],
+                                api_name=f"arena_vote_{choice}") for choice, button in buttons.items()]
     new.click(on_new, None, [battle_id, chat_a, chat_b, status, edit, *vote_outputs], api_name="arena_new")
+    for chat in (chat_a, chat_b):  # a cleared panel comes back as stored (see BATTLE_CSS)
+        chat.clear(lambda bid: battle_chats(wb, bid), battle_id, [chat_a, chat_b], show_api=False)
     mode.change(lambda m: (gr.update(visible=m == "named"),) * 2, mode, [model_a, model_b],
                 show_api=False)
-    return BattleUI(battle_id, mode, model_a, model_b, chat_a, chat_b, prompt, status)
+    return BattleUI(battle_id, mode, model_a, model_b, chat_a, chat_b, prompt, status, vote_events)
 
 
 def heatmap(frame: pd.DataFrame, title: str, fmt: str):
@@ -221,9 +268,9 @@ def leaderboard_outputs(wb: Workbench, include_named: bool = False, include_anno
             heatmap(view.counts, "Battles", ".0f"), "\n".join(lines))
 
 
-def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> None:
+def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> tuple[list, list]:
     """The leaderboard; drawn again each time ``tab`` (its tab) is opened, so it shows the
-    votes cast since without a click."""
+    votes cast since without a click. Returns its (inputs, outputs) for redraws after votes."""
     with gr.Row():
         refresh = gr.Button("Refresh leaderboard", scale=3)
         named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
@@ -244,6 +291,7 @@ def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> None:
     if tab is not None:
         tab.select(lambda inc, lab: leaderboard_outputs(wb, inc, lab), [named, labels], outputs,
                    show_api=False)
+    return [named, labels], outputs
 
 
 def _date(text: str, end_of_day: bool = False) -> datetime | None:
@@ -272,7 +320,7 @@ def _count_text(wb: Workbench) -> str:
                if u["held_out"] else ""))
 
 
-def build_exports(wb: Workbench, on_train) -> None:
+def build_exports(wb: Workbench, on_train) -> gr.Markdown:
     counts = gr.Markdown(value=lambda: _count_text(wb))
     with gr.Row():
         since = gr.Textbox(label="Votes since (YYYY-MM-DD)")
@@ -321,6 +369,7 @@ def build_exports(wb: Workbench, on_train) -> None:
     trl.click(on_trl, filters, [result, file], api_name="export_trl")
     on_train(train, built)
     gr.on([dpo.click, kto.click], lambda: _count_text(wb), None, counts, show_api=False)
+    return counts
 
 
 def build_voter_admin(wb: Workbench) -> None:
@@ -356,16 +405,23 @@ def build(wb: Workbench, on_train) -> gr.Tab:
     with gr.Tab("Arena", id="arena") as tab:
         with gr.Tab("Battle"):
             ui = build_battle(wb)
+            tally = gr.Markdown(value=lambda: vote_count_text(wb), elem_id="arena-tally")
             workers_panel.build(wb, "arena", api=False)
         with gr.Tab("Leaderboard") as board_tab:
-            build_leaderboard(wb, board_tab)
-        with gr.Tab("Votes → data"):
-            build_exports(wb, on_train)
+            board_inputs, board_outputs = build_leaderboard(wb, board_tab)
+        with gr.Tab("Votes → data") as data_tab:
+            counts = build_exports(wb, on_train)
         with gr.Tab("History"):
             arena_history.build(wb)
         with gr.Tab("Voters"):
             build_voter_admin(wb)
         tab.select(lambda: (gr.update(choices=model_choices(wb)),) * 2, None, [ui.model_a, ui.model_b],
                    show_api=False)
+        # Every vote moves the counts and the leaderboard at once: no refresh click.
+        for voted in ui.vote_events:
+            voted.success(lambda inc, lab: (vote_count_text(wb), _count_text(wb),
+                                            *leaderboard_outputs(wb, inc, lab)),
+                          board_inputs, [tally, counts, *board_outputs], show_api=False,
+                          show_progress="hidden")
+        data_tab.select(lambda: _count_text(wb), None, counts, show_api=False)
     return tab
-

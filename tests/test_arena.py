@@ -62,7 +62,9 @@ def test_multi_turn_history_follows_the_votes(wb, served):
     t0 = battles.play_turn(wb, battle.id, "first question")
     with pytest.raises(Conflict, match="vote on the current answers"):
         battles.play_turn(wb, battle.id, "too early")
+    assert battles.carried_answers(wb, battle.id) == {}  # nothing is shared before a vote
     battles.vote(wb, battle.id, "b")
+    assert battles.carried_answers(wb, battle.id) == {0: t0.answer_b}
     with pytest.raises(Conflict, match="already has a vote"):
         battles.vote(wb, battle.id, "a")
     t1 = battles.play_turn(wb, battle.id, "second question")
@@ -77,6 +79,8 @@ def test_multi_turn_history_follows_the_votes(wb, served):
     t3 = battles.play_turn(wb, battle.id, "fourth", edited_answer="a better answer")
     assert t3.messages[-2] == {"role": "assistant", "content": "a better answer"}
     assert [t.turn for t in battles.turns(wb, battle.id)] == [0, 1, 2, 3]
+    # What both panels show for each voted turn is what the next turn was built on.
+    assert battles.carried_answers(wb, battle.id) == {0: t0.answer_b, 1: t1.answer_a, 2: "a better answer"}
 
 
 def test_regenerate_replaces_only_an_unvoted_turn(wb, served):

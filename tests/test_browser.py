@@ -213,6 +213,18 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(page.get_by_text("A was")).to_contain_text("alpha")
     expect(page.get_by_text("A was")).to_contain_text("beta")
     expect(vote_a).to_be_disabled()
+    # The next turn builds on A's answer, and both panels now show it; B's own answer is
+    # folded above it. No panel can be emptied before a vote.
+    from app.arena import battles
+
+    turn = battles.turns(wb, 1)[0]
+    assert turn.answer_a != turn.answer_b
+    expect(chat_b).to_contain_text(turn.answer_a)
+    expect(chat_b).to_contain_text("This side's answer (not kept)")
+    expect(chat_a).not_to_contain_text("not kept")
+    expect(chat_a.get_by_label("Clear")).to_have_count(1)  # Gradio's trash button is there, hidden
+    expect(chat_a.get_by_label("Clear")).to_be_hidden()
+    expect(page.locator("#arena-tally")).to_contain_text("1 votes so far")  # counted without a click
 
     page.get_by_role("tab", name="Leaderboard").click()  # drawn on open, with the vote just cast
     board = page.get_by_role("tabpanel").filter(has_text="Bradley").last
@@ -264,6 +276,9 @@ def test_named_battle_between_base_and_finetune(page, duel_server):
     expect(page.locator("#vote-b")).to_be_enabled(timeout=120_000)
     for chat in ("#chat-a", "#chat-b"):
         expect(page.locator(chat)).to_contain_text("What does a cat say?")
+    # A named battle says who is who from the first answer.
+    expect(page.locator("#chat-a")).to_contain_text("A · starter")
+    expect(page.locator("#chat-b")).to_contain_text("B · tuned")
     page.locator("#vote-b").click()
     reveal = page.get_by_text("A was")
     expect(reveal).to_contain_text("starter")

@@ -139,6 +139,24 @@ def vote_for(wb: Workbench, battle_id: int, turn: int) -> Vote | None:
         return s.exec(select(Vote).where(Vote.battle_id == battle_id, Vote.turn == turn)).first()
 
 
+def carried_answers(wb: Workbench, battle_id: int) -> dict[int, str]:
+    """Per voted turn, the answer both sides continue from: what the next turn's prompt
+    history really holds, else (the latest turn) the vote's choice. A both-bad turn has
+    none until the next message brings the voter's own answer."""
+    rows = turns(wb, battle_id)
+    with wb.session() as s:
+        votes = {v.turn: v.choice for v in s.exec(select(Vote).where(Vote.battle_id == battle_id))}
+    carried = {}
+    for t, nxt in zip(rows, [*rows[1:], None], strict=False):
+        if nxt is not None and len(nxt.messages) >= 2:
+            carried[t.turn] = nxt.messages[-2]["content"]
+        elif votes.get(t.turn) in ("a", "tie"):
+            carried[t.turn] = t.answer_a
+        elif votes.get(t.turn) == "b":
+            carried[t.turn] = t.answer_b
+    return carried
+
+
 @dataclass
 class TurnProgress:
     """What both sides have said so far; ``turn`` is set once both finished and it is stored."""
