@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import gradio as gr
-import pandas as pd
 
 from app.arena import battles, preference_export, voters
 from app.arena.leaderboard import describe_exclusions, leaderboard_cache
@@ -16,6 +15,7 @@ from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
 from tabs import arena_history, workers_panel
 from tabs.common import SHORTCUT_HELP, UserError, model_choices, shortcuts_script, user_errors
+from tabs.plots import heatmap
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
 SHORTCUT_VIEW = {**{c: [f"#vote-{c}"] for c in ("a", "b", "tie", "both_bad")}, "next": ["#new-battle"]}
@@ -191,8 +191,8 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
             except ForgeloopError as e:
                 raise UserError(str(e)) from e
             note = f" (flagged: {', '.join(v.flags)})" if v.flags else ""
-            carry = ("Write the answer you wanted below; both models continue from it." if choice == "both_bad"
-                     else "Both panels now show the answer the next turn builds on.")
+            carry = ("Write the answer you wanted below; both models continue from it."
+                     if choice == "both_bad" else "Both panels now show the answer the next turn builds on.")
             msg = (f"Vote saved{note}. **A** was **{names['a']}**, **B** was **{names['b']}**. {carry} "
                    "Keep chatting with both, or start a new battle.")
             (chat_a_value, chat_b_value), labels = battle_chats(wb, bid), side_labels(wb, bid)
@@ -224,30 +224,6 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
     return BattleUI(battle_id, mode, model_a, model_b, chat_a, chat_b, prompt, status, vote_events)
 
 
-def heatmap(frame: pd.DataFrame, title: str, fmt: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(len(frame), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 0.9 + 0.7 * n))
-    values = frame.to_numpy(dtype=float) if len(frame) else [[float("nan")]]
-    im = ax.imshow(values, cmap="RdYlGn" if "win" in title.lower() else "Blues")
-    ax.set_xticks(range(len(frame.columns)), list(frame.columns), rotation=45, ha="right")
-    ax.set_yticks(range(len(frame.index)), list(frame.index))
-    for i in range(len(frame.index)):
-        for j in range(len(frame.columns)):
-            v = frame.iat[i, j]
-            if pd.notna(v):
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
 def leaderboard_outputs(wb: Workbench, include_named: bool = False, include_annotations: bool = False):
     view = leaderboard_cache(wb).get(include_named=bool(include_named),
                                      include_annotations=bool(include_annotations))
@@ -264,7 +240,7 @@ def leaderboard_outputs(wb: Workbench, include_named: bool = False, include_anno
         need = sep["votes_needed"]
         lines.append(f"- {sep['better']} vs {sep['worse']}: gap {sep['gap']:.0f}; "
                      f"≈{need if need is not None else '∞'} head-to-head votes to separate")
-    return (table, heatmap(view.win_rates, "Win rate (row vs column)", ".2f"),
+    return (table, heatmap(view.win_rates, "Win rate (row vs column)", ".0%"),
             heatmap(view.counts, "Battles", ".0f"), "\n".join(lines))
 
 

@@ -13,7 +13,7 @@ from app.inference.remote_engines import ollama_health
 from app.inference.workers import worker_pool
 from app.models import export, hub, registry
 from app.models.card import model_card
-from app.train import quickstart
+from app.train import quickstart, training
 from tabs import registry_deploy, workers_panel
 from tabs.common import UserError, follow_job, model_choices, progress_html, user_errors
 from tabs.version_panel import build_compare, show_version
@@ -27,6 +27,7 @@ def all_models(wb: Workbench) -> list[tuple[str, int]]:
 def models_frame(wb: Workbench) -> pd.DataFrame:
     models = registry.list_models(wb)
     names = {m.id: m.name for m in models}
+    run_names = {r.id: r.name for r in training.list_runs(wb)}
     loaded = {r.model_id for r in worker_pool(wb).rows()}
     with wb.session() as s:
         found = latest_scores_in(s, [m.id for m in models])
@@ -34,7 +35,7 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
     rated = {r.model: f"{r.rating:.0f} [{r.lower:.0f}, {r.upper:.0f}]" for r in board.itertuples() if r.votes}
     rows = [
         {"id": m.id, "name": m.name, "kind": m.kind, "parent": names.get(m.parent_id, ""),
-         "run": m.run_id or "", "arena": "yes" if m.in_arena else "",
+         "run": run_names.get(m.run_id, ""), "arena": "yes" if m.in_arena else "",
          "loaded": "yes" if m.id in loaded else "",
          "rating": rated.get(m.name, ""),
          "gate": ((m.meta or {}).get("gate") or {}).get("status", ""),

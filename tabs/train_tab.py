@@ -11,14 +11,16 @@ import yaml
 from app.assistant.service import explain_run
 from app.core.workbench import Workbench
 from app.evals.suites import list_suites
+from app.models.registry import list_models
 from app.train import presets, training
 from app.train.overrides import parse_advanced
 from tabs import train_assistant
 from tabs.common import UserError, dataset_choices, model_choices, progress_html, user_errors
+from tabs.plots import curve_figure
 
 WARNINGS = {"not_learning": "The model did not learn.", "diverging": "Training diverged.",
             "overfitting": "The model over-fitted."}
-RUN_COLUMNS = ["id", "name", "stage", "status", "final_loss", "model", "gpus"]
+RUN_COLUMNS = ["id", "name", "stage", "status", "final loss", "base model", "new model", "gpus"]
 # Form fields mapped onto LLaMA-Factory keys; the recipe's value is the default.
 FIELDS = {
     "num_train_epochs": ("Epochs", 3.0),
@@ -30,12 +32,14 @@ FIELDS = {
 
 
 def runs_frame(wb: Workbench) -> pd.DataFrame:
-    rows = [
-        {"id": r.id, "name": r.name, "stage": r.stage, "status": r.status,
-         "final_loss": r.metrics.get("final_loss"), "model": r.output_model_id or "",
-         "gpus": r.gpus or "cpu"}
-        for r in training.list_runs(wb)
-    ]
+    names = {m.id: m.name for m in list_models(wb)}
+    rows = []
+    for r in training.list_runs(wb):
+        loss = r.metrics.get("final_loss")
+        rows.append({"id": r.id, "name": r.name, "stage": r.stage, "status": r.status,
+                     "final loss": "" if loss is None else f"{loss:.4g}",
+                     "base model": names.get(r.model_id, ""), "new model": names.get(r.output_model_id, ""),
+                     "gpus": r.gpus or "cpu"})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
@@ -125,7 +129,7 @@ class Monitor:
     new_name: gr.Textbox
     rename: gr.Button
     progress: gr.HTML
-    plot: gr.LinePlot
+    plot: gr.Plot
     command: gr.Code
     tensorboard: gr.Code
     gpu_memory: gr.Markdown
@@ -146,7 +150,7 @@ def build_monitor(wb: Workbench) -> Monitor:
         new_name = gr.Textbox(label="New name for the watched run", scale=3)
         rename = gr.Button("Rename run")
     progress = gr.HTML()
-    plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=260, visible=False)
+    plot = gr.Plot(label="Training curves", visible=False, elem_id="run-curves")
     with gr.Row():
         command = gr.Code(label="Equivalent command", language="shell", interactive=False)
         tensorboard = gr.Code(label="TensorBoard", language="shell", interactive=False)
@@ -189,6 +193,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
                               lambda request: prefill_updates(wb, recipes, request))
         timer = gr.Timer(2.0)
         shown = gr.State("")  # which run and how many points the plot shows
+        seen = gr.State("")  # which run and status the labels show
         field_keys = list(FIELDS)
 
         def on_recipe(recipe_name):
@@ -231,19 +236,25 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         def on_plan(*form_values):
             return plan_markdown(training.preview_run(wb, form_request(*form_values)))
 
-        def on_tick(run_id, shown):
-            """Refresh the live view; the plot only when it has new points (no flicker)."""
+        def on_tick(run_id, shown, seen):
+            """Refresh the live view; the plot only when it has new points (no flicker); the
+            run picker's labels and the banner when the watched run's status changes."""
             if run_id is None:
-                return (gr.skip(),) * 7 + (runs_frame(wb), shown) + (gr.update(interactive=False),) * 4
+                return ((gr.skip(),) * 7 + (runs_frame(wb), shown) + (gr.update(interactive=False),) * 4
+                        + (gr.skip(), gr.skip(), seen))
             view = training.run_view(wb, int(run_id))
+            choices = run_choices(wb)
+            now = f"{run_id}:{view['status']}|" + "|".join(label for label, _ in choices)
+            watched_before, watched_now = seen.split("|", 1)[0], now.split("|", 1)[0]
+            labels = (gr.skip() if now == seen else gr.update(choices=choices),
+                      status_banner(wb, int(run_id)) if watched_before != watched_now
+                      and watched_before.startswith(f"{run_id}:") else gr.skip(), now)
             text = view["log"] + (f"\n\nERROR: {view['error']}" if view["error"] else "")
             key = f"{run_id}:{len(view['points'])}"
-            # Gradio's plot stops drawing after an empty frame, so hide it instead.
             if key == shown:
                 points = gr.skip()
             elif view["points"]:
-                frame = pd.DataFrame(view["points"], columns=["step", "value", "series"])
-                points = gr.update(value=frame, visible=True)
+                points = gr.update(value=curve_figure(view["points"]), visible=True)
             else:
                 points = gr.update(visible=False)
             run = training.get_run(wb, int(run_id))
@@ -252,7 +263,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
             memory = " · ".join(g.label for g in gpus) or "Training on the CPU."
             return (progress_html(view), points, view["command"], training.tensorboard_command(run),
                     memory, run_verdict(wb, run, view["status"]) if key != shown else gr.skip(), text,
-                    runs_frame(wb), key, *button_states(run))
+                    runs_frame(wb), key, *button_states(run), *labels)
 
         def refresh_runs(message):
             return message, gr.update(choices=run_choices(wb)), runs_frame(wb)
@@ -355,9 +366,9 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         mon.rename.click(on_rename, [mon.watch, mon.new_name], manage, api_name="rename_run")
         mon.runs.select(on_pick_row, None, mon.watch, show_api=False)
         views = [mon.progress, mon.plot, mon.command, mon.tensorboard, mon.gpu_memory, mon.verdict, mon.log,
-                 mon.runs, shown, mon.cancel, mon.resume, mon.delete, mon.half]
-        mon.watch.change(on_tick, [mon.watch, shown], views, show_api=False)
-        timer.tick(on_tick, [mon.watch, shown], views, show_api=False)
+                 mon.runs, shown, mon.cancel, mon.resume, mon.delete, mon.half, mon.watch, status, seen]
+        mon.watch.change(on_tick, [mon.watch, shown, seen], views, show_api=False)
+        timer.tick(on_tick, [mon.watch, shown, seen], views, show_api=False)
     return tab, form, reattach
 
 
@@ -365,6 +376,22 @@ def button_states(run) -> list:
     """Cancel, Resume, Delete and half-batch re-run are clickable only when they apply."""
     allowed = presets.run_actions(run)
     return [gr.update(interactive=allowed[k]) for k in ("cancel", "resume", "delete", "half")]
+
+
+STATUS_WORDS = {"queued": "is queued", "starting": "is starting", "running": "is training",
+                "cancelled": "was cancelled", "interrupted": "was interrupted (the app stopped); Resume "
+                "continues it"}
+
+
+def status_banner(wb: Workbench, run_id: int) -> str:
+    """What the watched run is doing now, for the banner when its status changes."""
+    run = training.get_run(wb, run_id)
+    if run.status == "succeeded":
+        model = next((m.name for m in list_models(wb) if m.id == run.output_model_id), None)
+        return f"**{run.name}** finished" + (f": its model **{model}** is in the Registry." if model else ".")
+    if run.status == "failed":
+        return f"**{run.name}** failed: {((run.error or '').strip().splitlines() or ['see the log'])[-1]}"
+    return f"**{run.name}** {STATUS_WORDS.get(run.status, run.status)}."
 
 
 def preset_names(wb: Workbench) -> list[str]:
