@@ -119,7 +119,7 @@ def build(wb: Workbench) -> None:
             raise UserError("pick a dataset")
         model = None if model_id is None else int(model_id)
         job = quality_jobs.start_quality_report(wb, int(dataset_id), model, int(limit or 1024), float(thr))
-        return f"Job {job.id}: {job.title} queued.", job.id
+        return f"Job {job.id} submitted: {job.title}; its progress shows below.", job.id
 
     @user_errors
     def on_clean(dataset_id, model_id, limit, thr, exact, near, empty, pii, name):
@@ -128,7 +128,7 @@ def build(wb: Workbench) -> None:
         model = None if model_id is None else int(model_id)
         job = quality_jobs.start_clean(wb, int(dataset_id), (name or "").strip() or None, bool(exact),
                                        bool(near), pii, bool(empty), model, int(limit or 1024), float(thr))
-        return f"Job {job.id}: {job.title} queued.", job.id
+        return f"Job {job.id} submitted: {job.title}; its progress shows below.", job.id
 
     @user_errors
     def on_latest(dataset_id):

@@ -117,7 +117,7 @@ def build(wb: Workbench) -> None:
             if not job_id_:
                 raise UserError("type the job id of a stopped Self-Instruct run")
             job = resume_selfinstruct(wb, int(job_id_))
-            yield f"Job {job.id} queued again: {job.title}.", ""
+            yield f"Job {job.id} resumed: {job.title}.", ""
             for page in follow(job.id):
                 yield gr.skip(), page
 

@@ -180,7 +180,7 @@ def build(wb: Workbench) -> gr.Tab:
         @user_errors
         def on_starter_sft():
             run = quickstart.start_starter_sft(wb)
-            return (f"Queued run **{run.name}**: the starter trains on the sample data; watch it in the "
+            return (f"Run **{run.name}** submitted: the starter trains on the sample data; watch it in the "
                     "Train tab.", gr.update(visible=False))
 
         def follow_export(job, done):

@@ -229,7 +229,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         def on_start(*form_values):
             run = training.start_run(wb, form_request(*form_values))
             plan = training.run_memory(run).get("reason")
-            return (f"Queued run **{run.name}**." + (f" {plan[0].upper()}{plan[1:]}." if plan else ""),
+            return (f"Run **{run.name}** submitted." + (f" {plan[0].upper()}{plan[1:]}." if plan else ""),
                     gr.update(choices=run_choices(wb), value=run.id), runs_frame(wb))
 
         @user_errors
@@ -281,7 +281,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
         @user_errors
         def on_half(run_id):
             run = training.rerun_half_batch(wb, _need(run_id))
-            return (f"Queued **{run.name}** at micro-batch {run.config['per_device_train_batch_size']} × "
+            return (f"Submitted **{run.name}** at micro-batch {run.config['per_device_train_batch_size']} × "
                     f"accumulation {run.config['gradient_accumulation_steps']}.",
                     gr.update(choices=run_choices(wb), value=run.id), runs_frame(wb))
 

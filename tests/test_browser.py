@@ -111,7 +111,8 @@ def test_train_from_the_browser(page, server, tmp_path):
     page.get_by_label("Batch size per device").fill("8")
     page.get_by_role("button", name="Start training").click()
     banner = page.locator("#train-status")
-    expect(banner).to_contain_text(re.compile("Queued run browser-sft|browser-sft is (starting|training)"))
+    expect(banner).to_contain_text(re.compile("Run browser-sft submitted|browser-sft is (queued|starting|"
+                                              "training)"))
 
     # The live view: a progress bar that reaches the end and a drawn loss curve; the banner
     # and the run picker follow the run's status, never left saying "queued" or "running".
@@ -158,7 +159,7 @@ def test_a_new_user_builds_the_starter_and_follows_the_job(page, empty_server, t
     assert job.kind == "starter" and job.status == "succeeded"
     # The next step is offered: one click queues the starter's fine-tune on the sample data.
     page.locator("#starter-sft").click()
-    expect(page.get_by_text("Queued run starter-tiny-sft")).to_be_visible()
+    expect(page.get_by_text("Run starter-tiny-sft submitted")).to_be_visible()
     from app.train import training
 
     (run,) = training.list_runs(wb)
@@ -726,7 +727,8 @@ def test_the_assistant_suggests_settings_that_apply_to_the_form_and_start(page, 
     suggested = int(cutoff.input_value())
     page.get_by_label("Run name (optional)").fill("suggested")
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_text("Queued run suggested")).to_be_visible()
+    started = re.compile("Run suggested submitted|suggested is (queued|starting|training)")
+    expect(page.get_by_text(started)).to_be_visible()
     run = next(r for r in httpx.get(f"{server.url}/api/runs").json() if r["name"] == "suggested")
     httpx.post(f"{server.url}/api/runs/{run['id']}/cancel")
     config = yaml.safe_load((tmp_path / "home" / "runs" / "suggested" / "config.yaml").read_text())

@@ -24,7 +24,8 @@ def test_long_model_names_keep_both_ends():
     assert short_name("starter") == "starter"
     name = "starter-sft-dpo-round-2-from-votes-v3"
     short = short_name(name)
-    assert len(short) == 22 and short.startswith("starter-sf") and short.endswith("-votes-v3") and "…" in short
+    assert len(short) == 22 and "…" in short
+    assert short.startswith("starter-sf") and short.endswith("-votes-v3")
 
 
 def test_heatmap_labels_are_names_and_cells_are_rounded():
