@@ -210,8 +210,6 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(chat_a).to_contain_text("tell", timeout=30_000)
     expect(chat_b).to_contain_text("tell", timeout=30_000)
     expect(vote_a).to_be_enabled()
-    page.screenshot(path=str(Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "arena.png"),
-                    full_page=True)
     page.keyboard.press("1")  # shortcut for "A is better"
     status = page.get_by_text("Vote saved")
     expect(status).to_be_visible()
@@ -230,6 +228,8 @@ def test_arena_battle_in_the_browser(page, arena_server, tmp_path):
     expect(chat_a.get_by_label("Clear")).to_have_count(1)  # Gradio's trash button is there, hidden
     expect(chat_a.get_by_label("Clear")).to_be_hidden()
     expect(page.locator("#arena-tally")).to_contain_text("1 votes so far")  # counted without a click
+    page.screenshot(path=str(Path(os.environ.get("FORGELOOP_SCREENSHOT_DIR", tmp_path)) / "arena.png"),
+                    full_page=True)
 
     page.get_by_role("tab", name="Leaderboard").click()  # drawn on open, with the vote just cast
     board = page.get_by_role("tabpanel").filter(has_text="Bradley").last
