@@ -69,16 +69,16 @@ def build(wb: Workbench) -> gr.Tab:
                 "versions answer side by side in the **Arena**, and train the next version on the votes "
                 "(DPO), proven better by **Evaluate** before it is deployed.\n\n"
                 "No models yet. **Create starter model** builds a tiny Llama here from the corpus in "
-                "`data/` as a background job (the bar shows how far it is: under a minute on an idle "
-                "2-core machine, two or three on a busy one), so every tab can be tried at once; or "
+                "`data/` as a background job (the bar shows how far it is: about 10 seconds on an idle "
+                "2-core machine, a minute or more on a busy one), so every tab can be tried at once; or "
                 "register your own base model below."
             )
             starter = gr.Button("Create starter model", variant="primary", elem_id="starter-create")
             starter_progress = gr.HTML()
         with gr.Group(visible=False, elem_id="starter-next") as next_box:
             gr.Markdown("**Next:** fine-tune the starter on the sample chat data (SFT, a background run of "
-                        "a minute or two on a CPU; follow it in the Train tab). Its result joins the arena, "
-                        "so the first battle is the starter against its fine-tune.")
+                        "about 30 s on an idle 2-core CPU; follow it in the Train tab). Its result joins "
+                        "the arena, so the first battle is the starter against its fine-tune.")
             starter_sft = gr.Button("Fine-tune the starter on the sample data", elem_id="starter-sft")
         with gr.Row():
             name = gr.Textbox(label="Name", placeholder="qwen2.5-0.5b")

@@ -160,10 +160,11 @@ def test_a_new_user_builds_the_starter_and_follows_the_job(page, empty_server, t
     # The next step is offered: one click queues the starter's fine-tune on the sample data.
     page.locator("#starter-sft").click()
     expect(page.get_by_text("Run starter-tiny-sft submitted")).to_be_visible()
-    from app.train import training
+    from app.train import quickstart, training
 
     (run,) = training.list_runs(wb)
-    assert run.recipe == "sft_lora" and run.config["learning_rate"] == 1e-3
+    assert run.recipe == quickstart.STARTER_RECIPE
+    assert run.config["learning_rate"] == quickstart.STARTER_SFT["learning_rate"]
     training.cancel_run(wb, run.id)  # not trained here: tests/test_training_runs.py trains
 
     # The same job in the panel every job kind shares.

@@ -76,7 +76,9 @@ def test_the_starter_fine_tune_is_one_call(tmp_path):
     try:
         first, second = quickstart.start_starter_sft(wb), quickstart.start_starter_sft(wb)
         assert (first.name, second.name) == (f"{starter.name}-sft", f"{starter.name}-sft-2")
-        assert first.model_id == starter.id and first.config["num_train_epochs"] == 3.0
-        assert [d.name for d in datasets.list_datasets(wb)] == ["sample-sft"]  # registered once
+        assert first.model_id == starter.id and first.recipe == quickstart.STARTER_RECIPE
+        assert first.config["num_train_epochs"] == quickstart.STARTER_SFT["num_train_epochs"]
+        # registered once
+        assert [d.name for d in datasets.list_datasets(wb)] == [quickstart.STARTER_CHAT_NAME]
     finally:
         wb.close()
