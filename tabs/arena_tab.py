@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 
 from app.arena import battles, preference_export, voters
 from app.arena.leaderboard import describe_exclusions, leaderboard_cache
@@ -16,6 +16,10 @@ from app.core.workbench import Workbench
 from app.inference.generation import GenSettings
 from tabs import arena_history, workers_panel
 from tabs.common import SHORTCUT_HELP, UserError, model_choices, shortcuts_script, user_errors
+from tabs.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
 SHORTCUT_VIEW = {**{c: [f"#vote-{c}"] for c in ("a", "b", "tie", "both_bad")}, "next": ["#new-battle"]}
@@ -179,6 +183,7 @@ def build_battle(wb: Workbench, voter_mode: bool = False) -> BattleUI:
 
 def heatmap(frame: pd.DataFrame, title: str, fmt: str):
     import matplotlib
+    import pandas as pd
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -229,8 +234,8 @@ def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> None:
         named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
         labels = gr.Checkbox(label="Include people's labels from the annotation queue", value=False,
                              scale=2)
-    table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
-                         interactive=False)
+    table = Table(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
+                  interactive=False)
     notes = gr.Markdown()
     with gr.Row():
         wins = gr.Plot(label="Win rates")

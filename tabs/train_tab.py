@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 import yaml
 
 from app.assistant.service import explain_run
@@ -15,6 +15,10 @@ from app.train import presets, training
 from app.train.overrides import parse_advanced
 from tabs import train_assistant
 from tabs.common import UserError, dataset_choices, model_choices, progress_html, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WARNINGS = {"not_learning": "The model did not learn.", "diverging": "Training diverged.",
             "overfitting": "The model over-fitted."}
@@ -36,7 +40,7 @@ def runs_frame(wb: Workbench) -> pd.DataFrame:
          "gpus": r.gpus or "cpu"}
         for r in training.list_runs(wb)
     ]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return to_frame(rows, RUN_COLUMNS)
 
 
 def run_choices(wb: Workbench) -> list[tuple[str, int]]:
@@ -153,7 +157,7 @@ def build_monitor(wb: Workbench) -> Monitor:
     gpu_memory = gr.Markdown()
     verdict = gr.Markdown(elem_id="run-verdict")
     log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
-    runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
+    runs = Table(value=lambda: runs_frame(wb), headers=RUN_COLUMNS, label="Runs", interactive=False)
     return Monitor(watch, cancel, resume, rerun, half, delete, new_name, rename, progress, plot, command,
                    tensorboard, gpu_memory, verdict, log, runs)
 
@@ -242,7 +246,7 @@ def build(wb: Workbench) -> tuple[gr.Tab, Form, tuple]:
             if key == shown:
                 points = gr.skip()
             elif view["points"]:
-                frame = pd.DataFrame(view["points"], columns=["step", "value", "series"])
+                frame = to_frame(view["points"], ["step", "value", "series"])
                 points = gr.update(value=frame, visible=True)
             else:
                 points = gr.update(visible=False)
