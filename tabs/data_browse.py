@@ -36,7 +36,7 @@ def view_markdown(v: dict) -> str:
 
 def rows_frame(page: dict) -> pd.DataFrame:
     return to_frame([{"row": r["row"], "data": json.dumps(r["data"], ensure_ascii=False)[:600]}
-                         for r in page["rows"]], ["row", "data"])
+                     for r in page["rows"]], ["row", "data"])
 
 
 def build(wb: Workbench) -> None:
