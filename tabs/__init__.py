@@ -38,12 +38,12 @@ def build_ui(wb: Workbench) -> gr.Blocks:
             def wire_train(button: gr.Button, dataset_state: gr.State) -> None:
                 """"Train on these votes": open the Train tab pre-filled, the schedule sized
                 for the number of examples."""
-                recipes = training.load_recipes()
 
                 @user_errors
                 def prefill(dataset_id):
                     if dataset_id is None:
                         raise UserError("build a DPO or KTO dataset from the votes first")
+                    recipes = training.load_recipes()  # here, not at start-up: a click needs them
                     req = with_schedule(wb, preference_export.suggest_vote_training(wb, int(dataset_id)))
                     return (gr.Tabs(selected="train"), *train_tab.prefill_updates(wb, recipes, req))
 

@@ -3,13 +3,18 @@ or unflag its votes."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
-import pandas as pd
 
 from app.arena import history
 from app.arena.battles import CHOICES
 from app.core.workbench import Workbench
 from tabs.common import UserError, model_choices, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["battle", "when", "mode", "model A", "model B", "turns", "votes"]
 FLAGGED = {"any": None, "flagged": True, "not flagged": False}
@@ -21,7 +26,7 @@ def history_frame(found: dict) -> pd.DataFrame:
              "votes": "; ".join(f"turn {v['turn'] + 1}: {v['choice']} by {v['voter']}"
                                 + (f" ({', '.join(v['flags'])})" if v["flags"] else "") for v in b["votes"])}
             for b in found["battles"]]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return to_frame(rows, COLUMNS)
 
 
 def detail_markdown(d: dict) -> str:
@@ -45,7 +50,7 @@ def build(wb: Workbench) -> None:
         until = gr.Textbox(label="To (YYYY-MM-DD)")
         search = gr.Button("Search", elem_id="history-search")
     found = gr.Markdown()
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, label="Battles", elem_id="history-table")
+    table = Table(headers=COLUMNS, interactive=False, label="Battles", elem_id="history-table")
     with gr.Row():
         battle = gr.Number(label="Battle", precision=0, elem_id="history-battle")
         open_it = gr.Button("Open", elem_id="history-open")

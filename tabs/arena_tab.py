@@ -16,6 +16,7 @@ from app.inference.generation import GenSettings
 from tabs import arena_history, workers_panel
 from tabs.common import SHORTCUT_HELP, UserError, model_choices, shortcuts_script, user_errors
 from tabs.plots import heatmap
+from tabs.table import Table
 
 # The shared keys (tabs.common.SHORTCUT_KEYS): 1-4 vote, N starts a new battle.
 SHORTCUT_VIEW = {**{c: [f"#vote-{c}"] for c in ("a", "b", "tie", "both_bad")}, "next": ["#new-battle"]}
@@ -252,8 +253,8 @@ def build_leaderboard(wb: Workbench, tab: gr.Tab | None = None) -> tuple[list, l
         named = gr.Checkbox(label="Include named battles (voters knew the models)", value=False, scale=2)
         labels = gr.Checkbox(label="Include people's labels from the annotation queue", value=False,
                              scale=2)
-    table = gr.Dataframe(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
-                         interactive=False)
+    table = Table(label="Bradley–Terry ratings, 95% bootstrap intervals (shared rank = overlap)",
+                  interactive=False)
     notes = gr.Markdown()
     with gr.Row():
         wins = gr.Plot(label="Win rates")

@@ -4,13 +4,17 @@ it and its quality counts; rename, delete or download it."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 
 from app.core.workbench import Workbench
 from app.data import browse
 from tabs.common import UserError, dataset_choices, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PER_PAGE = 20
 
@@ -31,8 +35,8 @@ def view_markdown(v: dict) -> str:
 
 
 def rows_frame(page: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"row": r["row"], "data": json.dumps(r["data"], ensure_ascii=False)[:600]}
-                         for r in page["rows"]], columns=["row", "data"])
+    return to_frame([{"row": r["row"], "data": json.dumps(r["data"], ensure_ascii=False)[:600]}
+                     for r in page["rows"]], ["row", "data"])
 
 
 def build(wb: Workbench) -> None:
@@ -46,8 +50,8 @@ def build(wb: Workbench) -> None:
             show = gr.Button("Show", elem_id="browse-show")
         about = gr.Markdown(elem_id="browse-about")
         found = gr.Markdown()
-        table = gr.Dataframe(headers=["row", "data"], label="Rows", interactive=False, wrap=True,
-                             elem_id="browse-rows")
+        table = Table(headers=["row", "data"], label="Rows", interactive=False, wrap=True,
+                      elem_id="browse-rows")
         with gr.Row():
             new_name = gr.Textbox(label="New name", scale=2)
             rename = gr.Button("Rename")

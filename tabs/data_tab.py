@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 import yaml
 
 from app.assistant import service
@@ -15,6 +15,12 @@ from app.train.overrides import parse_advanced
 from app.train.quickstart import SAMPLE_NAME, SAMPLE_SFT
 from tabs import data_annotate, data_browse, data_quality, data_selfinstruct
 from tabs.common import UserError, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DATASET_COLUMNS = ["id", "name", "kind", "format", "rows", "source", "sha256"]
 
 
 def datasets_frame(wb: Workbench) -> pd.DataFrame:
@@ -23,7 +29,7 @@ def datasets_frame(wb: Workbench) -> pd.DataFrame:
          "source": d.source, "sha256": d.sha256[:12]}
         for d in datasets.list_datasets(wb)
     ]
-    return pd.DataFrame(rows, columns=["id", "name", "kind", "format", "rows", "source", "sha256"])
+    return to_frame(rows, DATASET_COLUMNS)
 
 
 def _column_map(text: str) -> dict[str, str]:
@@ -115,8 +121,8 @@ def build(wb: Workbench) -> gr.Tab:
         status = gr.Markdown()
         filled_name = gr.State("")
         preview = gr.JSON(label="Preview (first rows as they would be stored)", visible=False)
-        table = gr.Dataframe(value=lambda: datasets_frame(wb), label="Registered datasets",
-                             interactive=False)
+        table = Table(value=lambda: datasets_frame(wb), headers=DATASET_COLUMNS, label="Registered datasets",
+                      interactive=False)
 
         @user_errors
         def on_preview(file, ds_kind, mapping, drop_dups):

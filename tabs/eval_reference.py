@@ -3,12 +3,17 @@ BLEU-4 / ROUGE of a version on a dataset, as a background job."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
-import pandas as pd
 
 from app.core.workbench import Workbench
 from app.evals import reference
 from tabs.common import UserError, dataset_choices, follow_job, model_choices, progress_html, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["id", "model", "dataset", "metric", "samples", "status", "loss", "perplexity", "bleu-4", "rouge-1",
            "rouge-2", "rouge-l"]
@@ -22,7 +27,7 @@ def results_frame(wb: Workbench) -> pd.DataFrame:
         rows.append({"id": r["id"], "model": r["model"], "dataset": r["dataset"], "metric": r["metric"],
                      "samples": r["max_samples"], "status": r["status"],
                      **{k: round(m[k], 3) if k in m else None for k in COLUMNS[6:]}})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return to_frame(rows, COLUMNS)
 
 
 def build_reference(wb: Workbench) -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -40,7 +45,8 @@ def build_reference(wb: Workbench) -> tuple[gr.Dropdown, gr.Dropdown]:
             start = gr.Button("Measure", variant="primary")
             refresh = gr.Button("Refresh results")
         progress = gr.HTML()
-        table = gr.Dataframe(value=lambda: results_frame(wb), label="Reference metrics", interactive=False)
+        table = Table(value=lambda: results_frame(wb), headers=COLUMNS, label="Reference metrics",
+                      interactive=False)
 
     @user_errors
     def on_start(model_id, dataset_id, kind, n, max_tokens):

@@ -4,11 +4,16 @@ UI code of its own."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
-import pandas as pd
 
 from app.core.workbench import Workbench
 from tabs.common import UserError, progress_html, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 JOB_COLUMNS = ["id", "kind", "title", "status", "started", "finished"]
 
@@ -18,7 +23,7 @@ def jobs_frame(wb: Workbench) -> pd.DataFrame:
              "started": f"{j.started_at:%Y-%m-%d %H:%M:%S}" if j.started_at else "",
              "finished": f"{j.finished_at:%Y-%m-%d %H:%M:%S}" if j.finished_at else ""}
             for j in wb.jobs.list(limit=50)]
-    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+    return to_frame(rows, JOB_COLUMNS)
 
 
 def job_choices(wb: Workbench) -> list[tuple[str, int]]:
@@ -32,7 +37,8 @@ def build(wb: Workbench) -> None:
             cancel = gr.Button("Cancel job", variant="stop")
         progress = gr.HTML()
         log = gr.Textbox(label="Log tail", lines=6, max_lines=6, autoscroll=True)
-        table = gr.Dataframe(value=lambda: jobs_frame(wb), label="Recent jobs", interactive=False)
+        table = Table(value=lambda: jobs_frame(wb), headers=JOB_COLUMNS, label="Recent jobs",
+                      interactive=False)
         timer = gr.Timer(2.0)
 
         def on_tick(job_id):

@@ -1,12 +1,15 @@
 """Matplotlib figures the tabs show: training curves and the leaderboard's heatmaps. Drawn
 here rather than with Gradio's Vega plots because those cannot be told that a step axis
-is whole numbers. Matplotlib is imported on first use: the app starts without it."""
+is whole numbers. Matplotlib and pandas are imported on first use: the app starts without
+them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What the run's logged keys mean, in the legend.
 SERIES_NAMES = {"loss": "training loss", "eval_loss": "validation loss", "accuracy": "reward accuracy"}
@@ -57,6 +60,8 @@ def curve_figure(points: Iterable[Mapping]):
 
 def heatmap(frame: pd.DataFrame, title: str, fmt: str):
     """A model-by-model matrix with each cell's value written in; names shortened to fit."""
+    import pandas as pd
+
     plt = _pyplot()
     n = max(len(frame), 1)
     rows: Sequence[str] = [short_name(str(x)) for x in frame.index]

@@ -4,13 +4,17 @@ progress bar, list deployments next to what Ollama has, roll back, delete, battl
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 
 from app.core.workbench import Workbench
 from app.models import deploy
 from tabs.common import UserError, follow_job, progress_html, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["id", "ollama name", "version", "points to", "in Ollama", "created"]
 
@@ -30,7 +34,7 @@ def deployments_view(wb: Workbench) -> tuple[pd.DataFrame, str]:
             for u in listing["unknown"])
     else:
         note = f"Ollama at `{listing['host']}` has every deployment listed."
-    return pd.DataFrame(rows, columns=COLUMNS), note
+    return to_frame(rows, COLUMNS), note
 
 
 def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown, models: gr.Dataframe,
@@ -51,7 +55,7 @@ def build(wb: Workbench, target: gr.Dropdown, status: gr.Markdown, models: gr.Da
             retry = gr.Button("Retry the last failed deploy")
         progress = gr.HTML()
         last_job = gr.State(None)
-        table = gr.Dataframe(headers=COLUMNS, label="Deployments", interactive=False)
+        table = Table(headers=COLUMNS, label="Deployments", interactive=False)
         note = gr.Markdown()
         with gr.Row():
             chosen = gr.Number(label="Deployment id", precision=0)

@@ -3,8 +3,9 @@ side by side; the starter model for new users."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
-import pandas as pd
 
 from app.arena.leaderboard import leaderboard_cache
 from app.core.workbench import Workbench
@@ -16,12 +17,19 @@ from app.models.card import model_card
 from app.train import quickstart, training
 from tabs import registry_deploy, workers_panel
 from tabs.common import UserError, follow_job, model_choices, progress_html, user_errors
+from tabs.table import Table, to_frame
 from tabs.version_panel import build_compare, show_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def all_models(wb: Workbench) -> list[tuple[str, int]]:
     """The Registry tab manages archived versions too."""
     return model_choices(wb, include_archived=True)
+
+MODEL_COLUMNS = ["id", "name", "kind", "parent", "run", "arena", "loaded", "rating", "gate", "eval scores",
+                 "template", "tags", "where"]
 
 
 def models_frame(wb: Workbench) -> pd.DataFrame:
@@ -47,8 +55,7 @@ def models_frame(wb: Workbench) -> pd.DataFrame:
          + (m.adapter_path.split(",")[-1] if m.adapter_path else m.base_path)}
         for m in models
     ]
-    return pd.DataFrame(rows, columns=["id", "name", "kind", "parent", "run", "arena", "loaded", "rating",
-                                       "gate", "eval scores", "template", "tags", "where"])
+    return to_frame(rows, MODEL_COLUMNS)
 
 
 def token_text(wb: Workbench) -> str:
@@ -95,8 +102,9 @@ def build(wb: Workbench) -> gr.Tab:
                 r_key = gr.Textbox(label="API key (optional)", type="password")
             add_remote = gr.Button("Register served model")
         status = gr.Markdown()
-        table = gr.Dataframe(value=lambda: models_frame(wb), label="Models", interactive=False,
-                             column_widths=["4%", "15%", "6%", "10%", "5%", "6%", "6%", "8%", "10%", "30%"])
+        table = Table(value=lambda: models_frame(wb), headers=MODEL_COLUMNS, label="Models",
+                      interactive=False,
+                      column_widths=["4%", "15%", "6%", "10%", "5%", "6%", "6%", "8%", "10%", "30%"])
         with gr.Row():
             target = gr.Dropdown(all_models(wb), label="Model")
             arena_on = gr.Button("Put in arena")

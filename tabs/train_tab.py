@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import pandas as pd
 import yaml
 
 from app.assistant.service import explain_run
@@ -17,6 +17,10 @@ from app.train.overrides import parse_advanced
 from tabs import train_assistant
 from tabs.common import UserError, dataset_choices, model_choices, progress_html, user_errors
 from tabs.plots import curve_figure
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WARNINGS = {"not_learning": "The model did not learn.", "diverging": "Training diverged.",
             "overfitting": "The model over-fitted."}
@@ -40,7 +44,7 @@ def runs_frame(wb: Workbench) -> pd.DataFrame:
                      "final loss": "" if loss is None else f"{loss:.4g}",
                      "base model": names.get(r.model_id, ""), "new model": names.get(r.output_model_id, ""),
                      "gpus": r.gpus or "cpu"})
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return to_frame(rows, RUN_COLUMNS)
 
 
 def run_choices(wb: Workbench) -> list[tuple[str, int]]:
@@ -157,7 +161,7 @@ def build_monitor(wb: Workbench) -> Monitor:
     gpu_memory = gr.Markdown()
     verdict = gr.Markdown(elem_id="run-verdict")
     log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
-    runs = gr.Dataframe(value=lambda: runs_frame(wb), label="Runs", interactive=False)
+    runs = Table(value=lambda: runs_frame(wb), headers=RUN_COLUMNS, label="Runs", interactive=False)
     return Monitor(watch, cancel, resume, rerun, half, delete, new_name, rename, progress, plot, command,
                    tensorboard, gpu_memory, verdict, log, runs)
 

@@ -3,13 +3,18 @@ memory and speed, and load / unload buttons."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
-import pandas as pd
 
 from app.core.workbench import Workbench
 from app.inference import workers
 from app.models.registry import list_models
 from tabs.common import UserError, user_errors
+from tabs.table import Table, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["model", "state", "device", "backend", "threads", "memory (GiB)", "tokens/s", "answers",
            "idle (s)", "restarts", "last error"]
@@ -30,7 +35,7 @@ def workers_frame(wb: Workbench) -> pd.DataFrame:
              "idle (s)": _blank(w["idle_s"]), "restarts": w["restarts"],
              "last error": ((w["last_error"] or "").strip().splitlines() or [""])[-1]}
             for w in workers.worker_status(wb)]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return to_frame(rows, COLUMNS)
 
 
 def local_models(wb: Workbench) -> list[tuple[str, int]]:
@@ -45,8 +50,8 @@ def build(wb: Workbench, where: str, api: bool = True) -> gr.Dataframe:
         gr.Markdown("Each local model answers from a worker process of its own. The least recently "
                     "used stops first when `max_workers` are running or memory runs short; an idle "
                     "one stops by itself after `worker_idle_minutes`.")
-        frame = gr.Dataframe(value=lambda: workers_frame(wb), label="Workers", interactive=False,
-                             elem_id=f"{where}-workers")
+        frame = Table(value=lambda: workers_frame(wb), headers=COLUMNS, label="Workers", interactive=False,
+                      elem_id=f"{where}-workers")
         with gr.Row():
             pick = gr.Dropdown(local_models(wb), label="Local model", elem_id=f"{where}-worker-model")
             load = gr.Button("Load", elem_id=f"{where}-worker-load")

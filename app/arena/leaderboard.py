@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -19,6 +18,8 @@ from app.core.tables import Battle, BattleTurn, ModelVersion, Vote
 from app.models.registry import weights_key
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from app.core.workbench import Workbench
 
 PRIOR_VOTES = 1.0

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
-# scipy is imported where it is used: it costs half a second of the app's start-up.
+if TYPE_CHECKING:
+    import pandas as pd
+
+# scipy and pandas are imported where they are used: together they cost most of a second of
+# the app's start-up.
 
 CHOICE_SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -345,6 +348,8 @@ def leaderboard(
     Models with overlapping intervals share a rank. Models without votes have NaN bounds and no
     rank (pandas NA) and are listed last.
     """
+    import pandas as pd
+
     rating, lower, upper, _ = _fit_with_bootstrap(table, rounds, seed, alpha, scale, base, init_rating, l2)
     votes = table.votes_per_model()
     rank = pd.array(rank_from_intervals(lower, upper), dtype="Int64")
@@ -368,6 +373,8 @@ def leaderboard(
 
 def battle_count_matrix(table: VoteTable) -> pd.DataFrame:
     """Votes between each pair of models regardless of side; symmetric, zero diagonal."""
+    import pandas as pd
+
     m = table.n_models
     counts = np.zeros((m, m), dtype=np.int64)
     np.add.at(counts, (table.model_a, table.model_b), 1)
@@ -377,6 +384,8 @@ def battle_count_matrix(table: VoteTable) -> pd.DataFrame:
 
 def win_rate_matrix(table: VoteTable) -> pd.DataFrame:
     """Row model's score rate against the column model (ties as half); NaN where they never met."""
+    import pandas as pd
+
     m = table.n_models
     score = np.zeros((m, m))
     np.add.at(score, (table.model_a, table.model_b), table.outcome)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import ollama
 
 from app.core.errors import EngineError
 from app.inference.generation import Finish, GenSettings
@@ -34,6 +33,8 @@ def _with_system(messages: list[dict[str, str]], system_prompt: str) -> list[dic
 
 
 def _ollama_error(host: str, model: str | None, exc: Exception) -> EngineError:
+    import ollama
+
     if isinstance(exc, ollama.ResponseError):
         if exc.status_code == 404 and model:
             return EngineError(f"Ollama at {host}: model '{model}' not found (pull it first?)")
@@ -48,8 +49,12 @@ def _ollama_error(host: str, model: str | None, exc: Exception) -> EngineError:
     return EngineError(f"lost the connection to Ollama at {host}: {exc}")
 
 
-# The ollama client turns httpx.ConnectError into ConnectionError; other transport errors pass as-is.
-_OLLAMA_FAILURES = (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError)
+def _ollama_failures() -> tuple[type[Exception], ...]:
+    """What the ollama client raises. It turns httpx.ConnectError into ConnectionError; other
+    transport errors pass as-is. (ollama is imported on first use: it is not needed to start.)"""
+    import ollama
+
+    return (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError)
 
 
 class OllamaEngine:
@@ -60,6 +65,8 @@ class OllamaEngine:
         self.system_prompt = system_prompt
 
     def stream(self, messages: list[dict[str, str]], gen: GenSettings) -> Iterator[str | Finish]:
+        import ollama
+
         # temperature 0 makes Ollama decode greedily, so it is passed through unchanged.
         options = {"temperature": gen.temperature, "top_p": gen.top_p, "num_predict": gen.max_new_tokens}
         if gen.seed is not None:
@@ -74,7 +81,7 @@ class OllamaEngine:
                         yield part.message.content
                     if part.done:
                         reason = part.done_reason or "stop"
-        except _OLLAMA_FAILURES as exc:
+        except _ollama_failures() as exc:
             raise _ollama_error(self.host, self.model, exc) from exc
         if reason is None:
             raise EngineError(f"Ollama at {self.host} closed the stream before the answer finished")
@@ -82,10 +89,12 @@ class OllamaEngine:
 
 
 def list_ollama_models(host: str) -> list[str]:
+    import ollama
+
     try:
         with ollama.Client(host=host, timeout=LIST_TIMEOUT) as client:
             return [m.model for m in client.list().models if m.model]
-    except _OLLAMA_FAILURES as exc:
+    except _ollama_failures() as exc:
         raise _ollama_error(host, None, exc) from exc
 
 
