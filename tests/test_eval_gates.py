@@ -154,7 +154,8 @@ def test_training_queues_chosen_and_gated_suites_and_the_gate_decides(wb, starte
         eval_runs = list(s.exec(select(EvalRun)))
     assert len(eval_runs) == 3
     for r in eval_runs:
-        assert wb.jobs.wait(r.job_id, 300).status == "succeeded"
+        job = wb.jobs.wait(r.job_id, 300)
+        assert job.status == "succeeded", (job.error, wb.jobs.view(job)["log"][-3000:])
     child = model(wb, child.id)
     assert child.meta["gate"]["status"] == "passed" and child.in_arena, child.meta["gate"]
     assert {x["suite"] for x in scores.latest_scores(wb, child.id)} == {"sane", "extra"}

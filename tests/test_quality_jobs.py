@@ -156,7 +156,7 @@ def test_rest_routes_and_named_endpoints_follow_the_jobs(tmp_path):
         names = {"start_quality_report", "start_clean", "latest_quality_report", "quality_job_report"}
         assert names <= set(fns)
         said, job_id = fns["start_quality_report"](ds.id, None, 1024, 0.85)
-        assert said.startswith(f"Job {job_id}: quality report of planted")
+        assert said.startswith(f"Job {job_id} submitted: quality report of planted")
         wb.jobs.wait(job_id, 120)
         assert fns["latest_quality_report"](ds.id) == job_id  # a reloaded tab finds it again
         bar, summary, details, _, _ = fns["quality_job_report"](job_id)

@@ -153,6 +153,10 @@ class WorkerEngine:
             raise self.pool.explain(self.row, self.mv, exc) from exc
 
 
+class _OthersWorkerGone(Exception):
+    """A worker another process started went away while this one waited for it."""
+
+
 class WorkerPool:
     def __init__(self, settings: Settings, db: Engine, owner: bool = False) -> None:
         """``owner``: the app's pool, which adopts the workers an earlier app left, watches
@@ -263,6 +267,13 @@ class WorkerPool:
             raise InvalidInput("only a registered model can be served by a worker")
         check_model_files(mv)
         deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                return self._ensure_once(mv, deadline)
+            except _OthersWorkerGone:  # its starter (another job) stopped it: start our own
+                continue
+
+    def _ensure_once(self, mv: ModelVersion, deadline: float) -> ModelWorker:
         with self._guard() as s:
             row = s.exec(select(ModelWorker).where(ModelWorker.model_id == mv.id)).first()
             if row is not None and row.served_name != served_name(mv):
@@ -286,6 +297,8 @@ class WorkerPool:
             if not self._alive(row):
                 with self._guard() as s:
                     self._forget(s, row)
+                if row.pid not in self._children and time.monotonic() < deadline:
+                    raise _OthersWorkerGone(row.pid)
                 tail = log_tail(row.log_path)
                 raise EngineError(f"the worker for {mv.name!r} stopped while loading the model"
                                   + (f":\n{tail}" if tail else ""))
