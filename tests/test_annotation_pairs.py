@@ -15,7 +15,8 @@ from app.inference.generation import GenSettings
 def test_a_judgeless_pair_job_fills_the_queue_and_labels_reach_dpo(wb, starter):
     prompts = ["Count up by one.\n\n15", "Name a colour."]
     # Greedy against the hottest sampling: the two answers differ.
-    gens = GenSettings(0.0, top_p=1.0, max_new_tokens=12), GenSettings(2.0, top_p=1.0, max_new_tokens=12)
+    gens = GenSettings(0.0, top_p=1.0, max_new_tokens=12), \
+        GenSettings(2.0, top_p=1.0, max_new_tokens=12, seed=7)  # seeded: never greedy's answer by chance
     job = judge.start_judge_job(wb, prompts, starter.id, starter.id, None, *gens)
     assert job.title == "pair 2 prompts: starter vs starter for people to label"
     job = wb.jobs.wait(job.id, 180)

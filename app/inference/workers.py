@@ -502,16 +502,20 @@ class WorkerPool:
             self._stop(s, row)
         return True
 
-    def stop_all(self, only_own: bool = True) -> None:
+    def stop_all(self, only_own: bool = True, spare_busy: bool = False) -> None:
         with self._guard() as s:
             for row in s.exec(select(ModelWorker)).all():
-                if not only_own or row.owner_pid == os.getpid():
-                    self._stop(s, row)
+                if only_own and row.owner_pid != os.getpid():
+                    continue
+                if spare_busy and self._alive(row) and self._busy(row):
+                    continue  # another process is mid-answer; it exits by itself once idle
+                self._stop(s, row)
 
     def close(self) -> None:
-        """Stop the workers this process started or adopted."""
+        """Stop the workers this process started or adopted, except those answering another
+        process right now (a job that shares a model with another job may end first)."""
         self._closed.set()
-        self.stop_all(only_own=True)
+        self.stop_all(only_own=True, spare_busy=True)
         if self._monitor is not None:
             self._monitor.join(timeout=1)
 
